@@ -1,0 +1,24 @@
+"""The ``dagn`` command: one typer app; each command group lives in its own module under jobs/."""
+
+from __future__ import annotations
+
+import typer
+
+from jobs.models import models
+
+app = typer.Typer(
+    name="dagn",
+    help="Remove JPEG compression artifacts from image archives with DAGN, locally or on a Ray cluster.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+)
+app.command("models")(models)
+
+
+@app.callback()
+def main() -> None:
+    """Remove JPEG compression artifacts from image archives with DAGN, locally or on a Ray cluster."""
+
+
+if __name__ == "__main__":
+    app()
