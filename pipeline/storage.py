@@ -1,0 +1,116 @@
+"""The one place where a location string (a local path or ``s3://bucket/prefix``) becomes a pyarrow filesystem.
+
+S3 credentials come from the standard AWS sources (environment, shared config, instance roles); an explicit endpoint
+(any S3-compatible server) may be given. Credentials are never part of a location or a log line.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import uuid
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pyarrow.fs as pafs
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = ["S3Settings", "Location", "is_s3", "list_files", "read_bytes", "resolve", "write_bytes_atomic"]
+
+
+class S3Settings(BaseModel):
+    """Where S3 is. Keys are deliberately absent: they are read from the standard AWS sources by the clients."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    endpoint_url: str | None = Field(
+        None, description="S3-compatible endpoint, e.g. http://127.0.0.1:8333 (default: AWS_ENDPOINT_URL or AWS)."
+    )
+    region: str | None = Field(None, description="Region (default: AWS_REGION / AWS_DEFAULT_REGION or us-east-1).")
+
+    def resolved_endpoint(self) -> str | None:
+        return self.endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+
+    def resolved_region(self) -> str:
+        return self.region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+
+    def filesystem(self) -> pafs.S3FileSystem:
+        kwargs: dict[str, object] = {"region": self.resolved_region()}
+        endpoint = self.resolved_endpoint()
+        if endpoint:
+            parsed = urlparse(endpoint if "://" in endpoint else f"https://{endpoint}")
+            kwargs.update(endpoint_override=parsed.netloc, scheme=parsed.scheme)
+        key, secret = os.environ.get("AWS_ACCESS_KEY_ID"), os.environ.get("AWS_SECRET_ACCESS_KEY")
+        if key and secret:
+            kwargs.update(access_key=key, secret_key=secret, session_token=os.environ.get("AWS_SESSION_TOKEN"))
+        return pafs.S3FileSystem(**kwargs)
+
+
+def is_s3(uri: str) -> bool:
+    return uri.startswith("s3://")
+
+
+class Location(BaseModel):
+    """A resolved location: the filesystem and the root path on it (``bucket/prefix`` for S3, absolute locally)."""
+
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+
+    uri: str
+    fs: pafs.FileSystem
+    root: str
+
+    def path(self, relative: str = "") -> str:
+        """Path on :attr:`fs` of a file given relative to the root (always with forward slashes)."""
+        return posixpath.join(self.root, relative) if relative else self.root
+
+    def uri_of(self, relative: str) -> str:
+        return posixpath.join(self.uri.rstrip("/"), relative)
+
+
+def resolve(uri: str, s3: S3Settings | None = None) -> Location:
+    """Turn a path or ``s3://bucket/prefix`` into a :class:`Location`."""
+    if is_s3(uri):
+        root = uri[len("s3://") :].strip("/")
+        if not root:
+            raise ValueError(f"{uri!r} names no bucket")
+        return Location(uri=uri, fs=(s3 or S3Settings()).filesystem(), root=root)
+    if "://" in uri:
+        raise ValueError(f"unsupported location {uri!r}: use a local path or s3://bucket/prefix")
+    path = Path(uri).expanduser().resolve()
+    return Location(uri=str(path), fs=pafs.LocalFileSystem(), root=path.as_posix())
+
+
+def list_files(location: Location, extensions: tuple[str, ...] | None = None, recursive: bool = True) -> list[str]:
+    """Sorted paths relative to the root of every file below it (optionally only these lower-case extensions)."""
+    selector = pafs.FileSelector(location.root, recursive=recursive, allow_not_found=True)
+    prefix = location.root.rstrip("/") + "/"
+    found = []
+    for info in location.fs.get_file_info(selector):
+        if info.type != pafs.FileType.File or not info.path.startswith(prefix):
+            continue
+        relative = info.path[len(prefix) :]
+        if extensions is None or posixpath.splitext(relative)[1].lower() in extensions:
+            found.append(relative)
+    return sorted(found)
+
+
+def read_bytes(fs: pafs.FileSystem, path: str) -> bytes:
+    with fs.open_input_stream(path) as f:
+        return f.read()
+
+
+def write_bytes_atomic(fs: pafs.FileSystem, path: str, data: bytes) -> None:
+    """Write so that readers see either nothing or the whole file.
+
+    An S3 PUT is atomic by itself; on a local disk the bytes go to a hidden temporary name and are renamed.
+    """
+    parent = posixpath.dirname(path)
+    if isinstance(fs, pafs.LocalFileSystem):
+        fs.create_dir(parent, recursive=True)
+        tmp = posixpath.join(parent, f".{posixpath.basename(path)}.{uuid.uuid4().hex[:8]}.tmp")
+        with fs.open_output_stream(tmp) as f:
+            f.write(data)
+        fs.move(tmp, path)
+    else:
+        with fs.open_output_stream(path) as f:
+            f.write(data)
