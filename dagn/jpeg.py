@@ -146,7 +146,7 @@ def quantization_tables(data: bytes) -> list[np.ndarray] | None:
             if pil.format not in ("JPEG", "MPO"):
                 return None
             tables = getattr(pil, "quantization", None) or {}
-    except Exception:  # noqa: BLE001 - Pillow's parsers raise many exception types on malformed headers
+    except Exception:
         return None
     result = []
     for table_id in sorted(tables):

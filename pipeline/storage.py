@@ -15,7 +15,7 @@ from urllib.parse import urlparse
 import pyarrow.fs as pafs
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["S3Settings", "Location", "is_s3", "list_files", "read_bytes", "resolve", "write_bytes_atomic"]
+__all__ = ["Location", "S3Settings", "is_s3", "list_files", "read_bytes", "resolve", "write_bytes_atomic"]
 
 
 class S3Settings(BaseModel):
