@@ -60,7 +60,7 @@ def main() -> int:
     for path in images:
         restored, truth = load_rgb(path), load_rgb(args.gt / path.name)
         row, row_ok = f"{path.stem:<16}", True
-        for (_, fn, decimals, tol), pub in zip(METRICS, published[path.stem]):
+        for (_, fn, decimals, tol), pub in zip(METRICS, published[path.stem], strict=True):
             ours = fn(restored, truth)
             row_ok &= matches(ours, pub, decimals, tol)
             row += f"{ours:>13.{decimals + 2}f}{pub:>11.{decimals}f}{ours - pub:>+9.{decimals + 2}f}"

@@ -102,7 +102,7 @@ def test_estimate_quality_survives_truncated_scan(rgb):
 
 @pytest.mark.parametrize("quality", [0, 101, -5])
 def test_compress_rejects_quality_out_of_range(rgb, quality):
-    with pytest.raises(ValueError, match="quality must be in 1..100"):
+    with pytest.raises(ValueError, match=r"quality must be in 1\.\.100"):
         jpeg.compress(rgb, quality)
 
 
