@@ -1,0 +1,193 @@
+"""Restore images with a trained DAGN: the one inference entry point for arrays and PIL images.
+
+>>> from PIL import Image
+>>> import dagn
+>>> restored = dagn.restore_image(Image.open("photo.jpg"))            # shipped weights  # doctest: +SKIP
+>>> restorer = dagn.Restorer("model.safetensors", tile=512)           # reuse for many images  # doctest: +SKIP
+>>> out = restorer(np.asarray(Image.open("photo.jpg").convert("RGB")))  # uint8 in, uint8 out  # doctest: +SKIP
+
+Rules that hold for every entry point here:
+
+* **Precision and layout.** On CUDA the model runs in channels_last under bfloat16 autocast (float16 where the GPU
+  has no bfloat16); on CPU (and other devices) in float32. Outputs are float32 before rounding to uint8.
+* **Gray images.** DAGN is an RGB network. A gray image (H x W) is replicated to three equal channels, restored, and
+  brought back to one channel as the mean of the three output channels (the least-squares projection back onto
+  gray). Gray in, gray out.
+* **Tiling.** With ``tile`` set, images larger than ``tile`` along either side run as overlapping tiles blended
+  without seams (:mod:`dagn.tiling`); smaller images run whole.
+* **Batching.** :meth:`Restorer.restore_batch` stacks images of the same size (and tiles of one size) into batches
+  of ``batch_size``; results come back in input order.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from dagn.checkpoint import load_model, shipped_weights
+from dagn.io import check_image, merge_alpha, split_alpha, to_arrays, to_tensor
+from dagn.models import DAGN
+from dagn.tiling import tiled_apply
+
+__all__ = ["Restorer", "restore_image"]
+
+log = logging.getLogger(__name__)
+
+
+def _default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+class Restorer:
+    """A loaded DAGN ready to restore uint8 images; build once, call many times.
+
+    Args:
+        weights: a model file written by :func:`dagn.checkpoint.save_model`; None means the shipped weights.
+        model: an already built model to use instead of loading ``weights`` (it is moved to ``device`` and set to
+            eval mode). Give one of ``weights`` and ``model``, not both.
+        device: "cuda", "cuda:1", "cpu", ...; None picks CUDA when available, else CPU.
+        tile: tile side in pixels for large images (None: always whole images). 256-512 suits most memory budgets.
+        tile_overlap: minimum overlap between neighbouring tiles in pixels.
+        batch_size: images (or tiles) per forward pass.
+    """
+
+    def __init__(
+        self,
+        weights: str | Path | None = None,
+        *,
+        model: DAGN | None = None,
+        device: str | None = None,
+        tile: int | None = None,
+        tile_overlap: int = 32,
+        batch_size: int = 1,
+    ) -> None:
+        if weights is not None and model is not None:
+            raise ValueError("give either weights or model, not both")
+        if tile is not None and tile < 16:
+            raise ValueError(f"tile must be at least 16 pixels, got {tile}")
+        if tile is not None and not 0 <= tile_overlap < tile:
+            raise ValueError(f"tile_overlap must be in 0..tile-1, got {tile_overlap} for tile {tile}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.device = torch.device(device or _default_device())
+        if model is None:
+            path = Path(weights) if weights is not None else shipped_weights()
+            model = load_model(path, device="cpu")
+            self.weights: Path | None = path
+        else:
+            self.weights = None
+        self.model = model.to(self.device).eval()
+        self.tile = tile
+        self.tile_overlap = tile_overlap
+        self.batch_size = batch_size
+        self._cuda = self.device.type == "cuda"
+        if self._cuda:
+            self.model = self.model.to(memory_format=torch.channels_last)
+            self._amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        self._align = 16
+        log.debug("Restorer on %s, tile=%s, batch_size=%d", self.device, tile, batch_size)
+
+    # -- tensors ----------------------------------------------------------------------------------------------------
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self._cuda:
+            return torch.autocast("cuda", dtype=self._amp_dtype)
+        return contextlib.nullcontext()
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        """One model call on an RGB float batch on the device; float32 output clamped to [0, 1]."""
+        if self._cuda:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with self._autocast():
+            y = self.model(x)
+        return y.float().clamp_(0.0, 1.0)
+
+    @torch.inference_mode()
+    def restore_tensor(self, x: torch.Tensor) -> torch.Tensor:
+        """Float (N, 3, H, W) RGB in [0, 1] on any device -> restored float32 batch on the same device."""
+        if x.ndim != 4 or x.shape[1] != 3:
+            raise ValueError(f"expected an (N, 3, H, W) RGB tensor, got shape {tuple(x.shape)}")
+        source_device = x.device
+        x = x.to(self.device, torch.float32)
+        if self.tile is None:
+            y = torch.cat([self._forward(x[i : i + self.batch_size]) for i in range(0, len(x), self.batch_size)])
+        else:
+            y = tiled_apply(
+                self._forward,
+                x,
+                tile=self.tile,
+                overlap=self.tile_overlap,
+                align=self._align,
+                batch_size=self.batch_size,
+            )
+        return y.to(source_device)
+
+    # -- arrays -----------------------------------------------------------------------------------------------------
+
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        """Restore one uint8 image, H x W x 3 (RGB) or H x W (gray); returns the same shape and dtype."""
+        return self.restore_batch([image])[0]
+
+    def restore_batch(self, images: list[np.ndarray]) -> list[np.ndarray]:
+        """Restore uint8 images of any sizes; same-size images share batches. Results are in input order."""
+        for image in images:
+            check_image(image)
+        results: list[np.ndarray | None] = [None] * len(images)
+        for indices in _same_size_groups(images):
+            for start in range(0, len(indices), self.batch_size):
+                chunk = indices[start : start + self.batch_size]
+                x = to_tensor([_as_rgb(images[i]) for i in chunk], device=self.device)
+                for i, restored in zip(chunk, to_arrays(self.restore_tensor(x)), strict=True):
+                    results[i] = _like(restored, images[i])
+        return results  # type: ignore[return-value]
+
+
+def _same_size_groups(images: list[np.ndarray]) -> Iterator[list[int]]:
+    groups: dict[tuple[int, int], list[int]] = {}
+    for i, image in enumerate(images):
+        groups.setdefault(image.shape[:2], []).append(i)
+    yield from groups.values()
+
+
+def _as_rgb(image: np.ndarray) -> np.ndarray:
+    return np.repeat(image[:, :, None], 3, axis=2) if image.ndim == 2 else image
+
+
+def _like(restored: np.ndarray, original: np.ndarray) -> np.ndarray:
+    """Back to the input's layout: a gray input gets the rounded mean of the three restored channels."""
+    if original.ndim == 2:
+        return np.round(restored.astype(np.float32).mean(axis=2)).astype(np.uint8)
+    return restored
+
+
+@functools.lru_cache(maxsize=2)
+def _cached_restorer(weights: str | None) -> Restorer:
+    return Restorer(weights, tile=512)
+
+
+def restore_image(image: Image.Image, weights: str | Path | None = None) -> Image.Image:
+    """Restore a PIL image with the shipped weights (or ``weights``); the model is loaded once and cached.
+
+    Gray stays gray ("1"/"L" -> "L"), alpha is passed through untouched ("LA"/"RGBA"/"PA"), palette, YCbCr and
+    CMYK become RGB; the ICC profile (except a CMYK one, which no longer fits) and EXIF are copied to the result.
+    Images larger than 512 pixels run as seamless tiles. EXIF orientation is not applied: pixels stay as stored.
+
+    Raises:
+        dagn.io.UnsupportedModeError: for 16/32-bit, float and other modes DAGN cannot restore without loss.
+    """
+    restorer = _cached_restorer(str(weights) if weights is not None else None)
+    colour, alpha = split_alpha(image)
+    result = merge_alpha(restorer(colour), alpha)
+    for key in ("exif", "dpi"):
+        if key in image.info:
+            result.info[key] = image.info[key]
+    if "icc_profile" in image.info and image.mode != "CMYK":
+        result.info["icc_profile"] = image.info["icc_profile"]
+    return result
