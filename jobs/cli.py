@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from jobs.evaluate import evaluate
 from jobs.models import models
 
 app = typer.Typer(
@@ -13,6 +14,7 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
 )
 app.command("models")(models)
+app.command("evaluate")(evaluate)
 
 
 @app.callback()
