@@ -6,6 +6,7 @@ import typer
 
 from jobs.evaluate import evaluate
 from jobs.models import models
+from jobs.train import train
 
 app = typer.Typer(
     name="dagn",
@@ -15,6 +16,7 @@ app = typer.Typer(
 )
 app.command("models")(models)
 app.command("evaluate")(evaluate)
+app.command("train")(train)
 
 
 @app.callback()

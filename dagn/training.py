@@ -1,0 +1,356 @@
+"""The three DAGN training stages as plain PyTorch objects: losses, optimizers, schedules, resumable state.
+
+DAGN (arXiv 2405.09291) trains in three stages, each its own run seeded from the previous one:
+
+1. :class:`CIStage`: the compression-insensitive (CI) encoder as an auto-encoder (with a :class:`CIDecoder`) that
+   reconstructs the compressed input (L1), plus adversarial alignment: a :class:`FeatureDiscriminator` learns to tell
+   CI features of originals (1) from those of their JPEGs (0) with its own Adam; the encoder gets a BCE term (weight
+   ``adversarial_weight``, 1e-3) that pushes features of JPEGs towards "original".
+2. :class:`CSStage`: the compression-sensitive (CS) encoder regresses ``(100 - QF) / 100`` with L1 (the only loss, so
+   its weight only rescales the learning rate; it stays 1).
+3. :class:`RestorationStage`: the whole DAGN with both encoders frozen and in eval mode, L1 pixel loss, Adam on
+   :meth:`DAGN.restoration_parameters`.
+
+Every stage runs one forward and one backward per step, through a single module (``stage.net``) that returns its
+losses. That module is what :class:`~torch.nn.parallel.DistributedDataParallel` wraps when a process group is up
+(gloo on CPU, NCCL on GPU), so gradients of all trained parameters are averaged in one pass. In stage 1 the
+encoder's adversarial term goes through the discriminator with *detached* parameters (``functional_call``), and the
+discriminator's loss sees *detached* features: one backward gives each optimizer exactly its own gradients.
+
+Learning rate: the release fine-tunes with Adam at 2e-5; we train from scratch, so the default is 5e-4 with a linear
+warm-up (stabilises BatchNorm statistics and Adam's moments in the first steps) and a cosine decay to 1% over the
+stage's planned steps. The schedule is a function of the step, so a resumed run continues it exactly.
+
+Batches are dicts of tensors: ``clean`` and ``jpeg`` float (B, 3, P, P) in [0, 1], ``quality`` (B,) JPEG quality
+factors; :func:`batch_from_numpy` turns the uint8 arrays the data pipeline produces into one.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from dagn.models import DAGN, CIDecoder, FeatureDiscriminator
+from dagn.models.ci import CIAutoEncoder
+
+__all__ = [
+    "STAGES",
+    "CIStage",
+    "CSStage",
+    "OptimConfig",
+    "RestorationStage",
+    "Stage",
+    "batch_from_numpy",
+    "build_stage",
+    "lr_factor",
+]
+
+
+class OptimConfig(BaseModel):
+    """Optimisation settings of one stage."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    lr: float = Field(5e-4, gt=0, description="Peak Adam learning rate (the release fine-tunes at 2e-5).")
+    min_lr_ratio: float = Field(0.01, ge=0, le=1, description="Final learning rate as a fraction of lr (cosine).")
+    warmup_steps: int = Field(50, ge=0, description="Linear warm-up steps.")
+    betas: tuple[float, float] = Field((0.9, 0.999), description="Adam betas.")
+    weight_decay: float = Field(0.0, ge=0, description="Adam L2 weight decay.")
+    grad_clip: float | None = Field(1.0, gt=0, description="Clip the global gradient norm to this (None: off).")
+    adversarial_weight: float = Field(1e-3, ge=0, description="Stage 1: weight of the encoder's adversarial BCE.")
+    discriminator_lr: float = Field(1e-4, gt=0, description="Stage 1: Adam learning rate of the discriminator.")
+    quality_weight: float = Field(1.0, gt=0, description="Stage 2: weight of the L1 loss on (100 - QF) / 100.")
+
+
+def lr_factor(step: int, total_steps: int, cfg: OptimConfig) -> float:
+    """Multiplier of the peak lr at ``step`` (0-based): linear warm-up, then cosine from 1 to ``min_lr_ratio``."""
+    if cfg.warmup_steps and step < cfg.warmup_steps:
+        return (step + 1) / cfg.warmup_steps
+    span = max(1, total_steps - cfg.warmup_steps)
+    progress = min(1.0, (step - cfg.warmup_steps) / span)
+    return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def batch_from_numpy(
+    arrays: dict[str, np.ndarray], device: torch.device | str = "cpu", channels_last: bool = False
+) -> dict[str, torch.Tensor]:
+    """uint8 (B, P, P, 3) ``clean``/``jpeg`` and int ``quality`` arrays -> a float training batch on ``device``."""
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    batch = {}
+    for key in ("clean", "jpeg"):
+        if key in arrays:
+            t = torch.from_numpy(np.ascontiguousarray(arrays[key])).to(device, non_blocking=True)
+            batch[key] = (t.permute(0, 3, 1, 2).float() / 255.0).contiguous(memory_format=memory_format)
+    if "quality" in arrays:
+        batch["quality"] = torch.tensor(np.asarray(arrays["quality"]), dtype=torch.float32, device=device)
+    return batch
+
+
+def _unwrap(module: nn.Module) -> nn.Module:
+    return module.module if isinstance(module, DistributedDataParallel) else module
+
+
+class _CINet(nn.Module):
+    """Stage-1 losses in one forward: reconstruction + adversarial (encoder side) and the discriminator's BCE."""
+
+    def __init__(self, autoencoder: CIAutoEncoder, discriminator: FeatureDiscriminator, adversarial_weight: float):
+        super().__init__()
+        self.autoencoder = autoencoder
+        self.discriminator = discriminator
+        self.adversarial_weight = adversarial_weight
+
+    def forward(self, clean: torch.Tensor, jpeg: torch.Tensor) -> dict[str, torch.Tensor]:
+        features = self.autoencoder.features(torch.cat([jpeg, clean]))
+        f_jpeg, f_clean = features.chunk(2)
+        reconstruction = F.l1_loss(self.autoencoder.decoder(f_jpeg), jpeg)
+        # Encoder side: make JPEG features look original to a discriminator whose weights do not move here.
+        frozen = {name: p.detach() for name, p in self.discriminator.named_parameters()}
+        fooled = torch.func.functional_call(self.discriminator, frozen, (f_jpeg,))
+        adversarial = F.binary_cross_entropy_with_logits(fooled, torch.ones_like(fooled))
+        # Discriminator side: original = 1, compressed = 0, on features that carry no gradient to the encoder.
+        logits = self.discriminator(torch.cat([f_clean.detach(), f_jpeg.detach()]))
+        real, fake = logits.chunk(2)
+        disc = 0.5 * (
+            F.binary_cross_entropy_with_logits(real, torch.ones_like(real))
+            + F.binary_cross_entropy_with_logits(fake, torch.zeros_like(fake))
+        )
+        with torch.no_grad():
+            disc_acc = 0.5 * ((real > 0).float().mean() + (fake < 0).float().mean())
+        loss = reconstruction + self.adversarial_weight * adversarial + disc
+        return {
+            "loss": loss,
+            "l1": reconstruction.detach(),
+            "adversarial": adversarial.detach(),
+            "discriminator": disc.detach(),
+            "discriminator_accuracy": disc_acc,
+        }
+
+
+class _CSNet(nn.Module):
+    """Stage-2 loss: L1 between the CS head's compression level and (100 - QF) / 100."""
+
+    def __init__(self, model: DAGN, weight: float):
+        super().__init__()
+        self.cs_encoder = model.cs_encoder
+        self.weight = weight
+
+    def forward(self, jpeg: torch.Tensor, quality: torch.Tensor) -> dict[str, torch.Tensor]:
+        predicted = self.cs_encoder.compression_level(jpeg)
+        target = (100.0 - quality) / 100.0
+        l1 = F.l1_loss(predicted.float(), target)
+        return {"loss": self.weight * l1, "l1": l1.detach(), "qf_error": 100.0 * l1.detach()}
+
+
+class _RestorationNet(nn.Module):
+    """Stage-3 loss: L1 between DAGN's output and the clean patch."""
+
+    def __init__(self, model: DAGN):
+        super().__init__()
+        self.model = model
+
+    def forward(self, clean: torch.Tensor, jpeg: torch.Tensor) -> dict[str, torch.Tensor]:
+        l1 = F.l1_loss(self.model(jpeg).float(), clean)
+        return {"loss": l1, "l1": l1.detach()}
+
+
+class Stage:
+    """One training stage: owns the modules it trains, their optimizers, the step counter and the RNG state.
+
+    Args:
+        model: the DAGN being trained; stages share it (stage 1 trains ``ci_encoder``, stage 2 ``cs_encoder``,
+            stage 3 the rest). It is moved to ``device``.
+        total_steps: planned steps of the stage (sets the learning-rate schedule).
+        optim: optimisation settings.
+        device: where to train.
+        distributed: wrap the loss module in DistributedDataParallel (needs an initialised process group).
+        autocast_dtype: e.g. ``torch.bfloat16`` for mixed precision on GPU; None trains in float32.
+        channels_last: use the channels-last memory format (faster convolutions on GPUs and recent CPUs).
+    """
+
+    number: ClassVar[int]
+    inputs: ClassVar[tuple[str, ...]]
+
+    def __init__(
+        self,
+        model: DAGN,
+        *,
+        total_steps: int,
+        optim: OptimConfig | None = None,
+        device: torch.device | str = "cpu",
+        distributed: bool = False,
+        autocast_dtype: torch.dtype | None = None,
+        channels_last: bool = False,
+    ) -> None:
+        self.model = model
+        self.total_steps = total_steps
+        self.optim = optim or OptimConfig()
+        self.device = torch.device(device)
+        self.autocast_dtype = autocast_dtype
+        self.channels_last = channels_last
+        self.step_count = 0
+        net = self._build_net().to(self.device)
+        if channels_last:
+            net = net.to(memory_format=torch.channels_last)
+        self.optimizers: dict[str, torch.optim.Optimizer] = self._build_optimizers(net)
+        self._peak_lrs = {name: [g["lr"] for g in opt.param_groups] for name, opt in self.optimizers.items()}
+        if distributed:
+            device_ids = [self.device.index] if self.device.type == "cuda" else None
+            net = DistributedDataParallel(net, device_ids=device_ids)
+        self.net = net
+
+    # -- per stage --------------------------------------------------------------------------------------------------
+
+    def _build_net(self) -> nn.Module:
+        raise NotImplementedError
+
+    def _build_optimizers(self, net: nn.Module) -> dict[str, torch.optim.Optimizer]:
+        raise NotImplementedError
+
+    def _adam(self, params: list[nn.Parameter], lr: float) -> torch.optim.Adam:
+        o = self.optim
+        return torch.optim.Adam(params, lr=lr, betas=o.betas, weight_decay=o.weight_decay)
+
+    # -- training ---------------------------------------------------------------------------------------------------
+
+    def lr(self) -> float:
+        return self.optimizers["main"].param_groups[0]["lr"]
+
+    def _set_lr(self) -> None:
+        factor = lr_factor(self.step_count, self.total_steps, self.optim)
+        for name, opt in self.optimizers.items():
+            for group, peak in zip(opt.param_groups, self._peak_lrs[name], strict=True):
+                group["lr"] = peak * factor
+
+    def step(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
+        """One optimisation step on ``batch``; returns the step's metrics as floats (local to this process)."""
+        self.net.train()
+        self._set_lr()
+        inputs = {k: batch[k].to(self.device, non_blocking=True) for k in self.inputs}
+        amp = self.autocast_dtype
+        with torch.autocast(self.device.type, dtype=amp or torch.bfloat16, enabled=amp is not None):
+            out = self.net(**inputs)
+        for opt in self.optimizers.values():
+            opt.zero_grad(set_to_none=True)
+        out["loss"].backward()
+        metrics = {k: float(v.detach()) for k, v in out.items()}
+        if self.optim.grad_clip is not None:
+            for name, opt in self.optimizers.items():
+                params = [p for g in opt.param_groups for p in g["params"]]
+                norm = float(nn.utils.clip_grad_norm_(params, self.optim.grad_clip))
+                if name == "main":
+                    metrics["grad_norm"] = norm
+        for opt in self.optimizers.values():
+            opt.step()
+        metrics["lr"] = self.lr()
+        self.step_count += 1
+        return metrics
+
+    @torch.no_grad()
+    def evaluate(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
+        """The stage's losses on ``batch`` without updating anything (modules in eval mode)."""
+        net = _unwrap(self.net)
+        net.eval()
+        inputs = {k: batch[k].to(self.device) for k in self.inputs}
+        out = net(**inputs)
+        net.train()
+        return {k: float(v) for k, v in out.items()}
+
+    # -- state ------------------------------------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue exactly: modules, optimizers, step, torch RNG (CPU and CUDA)."""
+        state: dict[str, Any] = {
+            "stage": self.number,
+            "step": self.step_count,
+            "total_steps": self.total_steps,
+            "net": {k: v.detach().cpu() for k, v in _unwrap(self.net).state_dict().items()},
+            "optimizers": {name: opt.state_dict() for name, opt in self.optimizers.items()},
+            "rng": {"torch": torch.get_rng_state()},
+        }
+        if torch.cuda.is_available():
+            state["rng"]["cuda"] = torch.cuda.get_rng_state_all()
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state.get("stage") != self.number:
+            raise ValueError(f"checkpoint is for stage {state.get('stage')}, not stage {self.number}")
+        _unwrap(self.net).load_state_dict(state["net"])
+        for name, opt in self.optimizers.items():
+            opt.load_state_dict(state["optimizers"][name])
+        self.step_count = int(state["step"])
+        torch.set_rng_state(state["rng"]["torch"])
+        if "cuda" in state["rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+
+
+class CIStage(Stage):
+    """Stage 1: CI auto-encoder (L1 on the compressed input) with adversarial feature alignment."""
+
+    number = 1
+    inputs = ("clean", "jpeg")
+
+    def _build_net(self) -> nn.Module:
+        config = self.model.config
+        self.autoencoder = CIAutoEncoder(self.model.ci_encoder, CIDecoder(config))
+        self.discriminator = FeatureDiscriminator(config)
+        return _CINet(self.autoencoder, self.discriminator, self.optim.adversarial_weight)
+
+    def _build_optimizers(self, net: nn.Module) -> dict[str, torch.optim.Optimizer]:
+        return {
+            "main": self._adam(list(self.autoencoder.parameters()), self.optim.lr),
+            "discriminator": torch.optim.Adam(
+                self.discriminator.parameters(), lr=self.optim.discriminator_lr, betas=(0.5, 0.999)
+            ),
+        }
+
+
+class CSStage(Stage):
+    """Stage 2: CS encoder regressing the compression level (100 - QF) / 100."""
+
+    number = 2
+    inputs = ("jpeg", "quality")
+
+    def _build_net(self) -> nn.Module:
+        return _CSNet(self.model, self.optim.quality_weight)
+
+    def _build_optimizers(self, net: nn.Module) -> dict[str, torch.optim.Optimizer]:
+        return {"main": self._adam(list(self.model.cs_encoder.parameters()), self.optim.lr)}
+
+
+class RestorationStage(Stage):
+    """Stage 3: the restoration network with both encoders frozen (no gradients, eval-mode BatchNorm)."""
+
+    number = 3
+    inputs = ("clean", "jpeg")
+
+    def _build_net(self) -> nn.Module:
+        self.model.freeze_encoders()
+        if self.model.config.global_residual:
+            # Residual variants start as the identity (output = JPEG input): the first steps then improve on the
+            # input instead of first undoing a random correction. A resumed run overwrites this with its state.
+            last = self.model.tail[0]
+            nn.init.zeros_(last.weight)
+            nn.init.zeros_(last.bias)
+        return _RestorationNet(self.model)
+
+    def _build_optimizers(self, net: nn.Module) -> dict[str, torch.optim.Optimizer]:
+        return {"main": self._adam(self.model.restoration_parameters(), self.optim.lr)}
+
+
+STAGES: dict[int, type[Stage]] = {1: CIStage, 2: CSStage, 3: RestorationStage}
+
+
+def build_stage(number: int, model: DAGN, **kwargs: Any) -> Stage:
+    """The stage object for ``number`` (1, 2 or 3); keyword arguments as for :class:`Stage`."""
+    try:
+        cls = STAGES[number]
+    except KeyError:
+        raise ValueError(f"unknown stage {number}; stages are 1, 2, 3") from None
+    return cls(model, **kwargs)
