@@ -6,6 +6,7 @@ import typer
 
 from jobs.evaluate import evaluate
 from jobs.models import models
+from jobs.restore import restore
 from jobs.train import train
 
 app = typer.Typer(
@@ -15,6 +16,7 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
 )
 app.command("models")(models)
+app.command("restore")(restore)
 app.command("evaluate")(evaluate)
 app.command("train")(train)
 

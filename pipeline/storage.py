@@ -15,7 +15,18 @@ from urllib.parse import urlparse
 import pyarrow.fs as pafs
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["Location", "S3Settings", "is_s3", "list_files", "read_bytes", "resolve", "write_bytes_atomic"]
+__all__ = [
+    "Location",
+    "S3Settings",
+    "delete_tree",
+    "is_s3",
+    "list_entries",
+    "list_files",
+    "read_bytes",
+    "redact",
+    "resolve",
+    "write_bytes_atomic",
+]
 
 
 class S3Settings(BaseModel):
@@ -66,6 +77,10 @@ class Location(BaseModel):
     def uri_of(self, relative: str) -> str:
         return posixpath.join(self.uri.rstrip("/"), relative)
 
+    def child(self, relative: str) -> Location:
+        """The location of a folder below this one, on the same filesystem."""
+        return Location(uri=self.uri_of(relative), fs=self.fs, root=self.path(relative))
+
 
 def resolve(uri: str, s3: S3Settings | None = None) -> Location:
     """Turn a path or ``s3://bucket/prefix`` into a :class:`Location`."""
@@ -80,8 +95,10 @@ def resolve(uri: str, s3: S3Settings | None = None) -> Location:
     return Location(uri=str(path), fs=pafs.LocalFileSystem(), root=path.as_posix())
 
 
-def list_files(location: Location, extensions: tuple[str, ...] | None = None, recursive: bool = True) -> list[str]:
-    """Sorted paths relative to the root of every file below it (optionally only these lower-case extensions)."""
+def list_entries(
+    location: Location, extensions: tuple[str, ...] | None = None, recursive: bool = True
+) -> list[tuple[str, int]]:
+    """Sorted ``(relative path, size in bytes)`` of every file below the root, from one listing (no per-file HEAD)."""
     selector = pafs.FileSelector(location.root, recursive=recursive, allow_not_found=True)
     prefix = location.root.rstrip("/") + "/"
     found = []
@@ -90,8 +107,29 @@ def list_files(location: Location, extensions: tuple[str, ...] | None = None, re
             continue
         relative = info.path[len(prefix) :]
         if extensions is None or posixpath.splitext(relative)[1].lower() in extensions:
-            found.append(relative)
+            found.append((relative, info.size or 0))
     return sorted(found)
+
+
+def list_files(location: Location, extensions: tuple[str, ...] | None = None, recursive: bool = True) -> list[str]:
+    """Sorted paths relative to the root of every file below it (optionally only these lower-case extensions)."""
+    return [relative for relative, _ in list_entries(location, extensions, recursive)]
+
+
+def delete_tree(fs: pafs.FileSystem, path: str) -> None:
+    """Remove a folder (an S3 prefix) and everything below it; a missing one is fine."""
+    if fs.get_file_info(path).type != pafs.FileType.NotFound:
+        fs.delete_dir(path)
+
+
+def redact(text: str) -> str:
+    """``text`` with the values of the AWS credential variables blanked out: for any message that may be logged or
+    stored (S3 error texts can echo request details)."""
+    for name in ("AWS_SECRET_ACCESS_KEY", "AWS_ACCESS_KEY_ID", "AWS_SESSION_TOKEN"):
+        value = os.environ.get(name)
+        if value and len(value) >= 4:
+            text = text.replace(value, "***")
+    return text
 
 
 def read_bytes(fs: pafs.FileSystem, path: str) -> bytes:
