@@ -282,7 +282,7 @@ def _train_loop(loop_config: dict[str, Any]) -> None:
         val_images = load_validation_set(resolve(cfg.data, cfg.s3()), loop_config["val_images"], cfg.data_config)
 
     def report(metrics: dict[str, float], step: int) -> None:
-        metrics = {**metrics, "step": step, "total_steps": total, "stage": number}
+        metrics = {**metrics, "step": step, "total_steps": total, "stage": number, "run_start_step": start}
         if number == 3 and val_images and (step % cfg.val_every == 0 or step == end):
             metrics.update(validate(stage.model, val_images, device))
             log.info(
@@ -302,6 +302,8 @@ def _train_loop(loop_config: dict[str, Any]) -> None:
     t_start = t_window = time.monotonic()
     samples_per_step = cfg.batch_size * world
     step = start
+    warmup = min(cfg.log_every, max(0, end - start - 1))  # steps left out of the steady rate (start-up, data ramp)
+    t_steady = t_start
     for arrays in shard.iter_batches(
         batch_size=cfg.batch_size,
         batch_format="numpy",
@@ -312,6 +314,8 @@ def _train_loop(loop_config: dict[str, Any]) -> None:
     ):
         step_metrics = stage.step(batch_from_numpy(arrays, device, channels_last))
         step = stage.step_count
+        if step - start == warmup:
+            t_steady = time.monotonic()
         for k, v in step_metrics.items():
             window.setdefault(k, []).append(v)
         if rank == 0 and (step % cfg.log_every == 0 or step == end):
@@ -329,7 +333,10 @@ def _train_loop(loop_config: dict[str, Any]) -> None:
             window, t_window = {}, time.monotonic()
         if step % cfg.checkpoint_every == 0 or step == end:
             now = time.monotonic()
-            report({**step_metrics, "samples_per_s": (step - start) * samples_per_step / (now - t_start)}, step)
+            rates = {"samples_per_s": (step - start) * samples_per_step / (now - t_start)}
+            if step - start > warmup:
+                rates["steady_samples_per_s"] = (step - start - warmup) * samples_per_step / (now - t_steady)
+            report({**step_metrics, **rates}, step)
         if step >= end:
             break
     if step < end:  # the stream ran dry (it is planned with a margin, so this should not happen); keep what we have

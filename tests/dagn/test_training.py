@@ -1,0 +1,154 @@
+"""The three training stages in plain PyTorch: losses fall, frozen parts stay frozen, state round-trips exactly."""
+
+from __future__ import annotations
+
+import io
+import itertools
+
+import numpy as np
+import pytest
+import torch
+from skimage import data as skdata
+
+from dagn.degradation import DegradationConfig, degrade
+from dagn.models import build_model
+from dagn.training import OptimConfig, batch_from_numpy, build_stage, lr_factor
+
+torch.set_num_threads(1)
+
+_OPTIM = OptimConfig(lr=2e-3, warmup_steps=0, min_lr_ratio=1.0)
+
+
+@pytest.fixture(scope="module")
+def batch() -> dict[str, torch.Tensor]:
+    """8 real (clean, JPEG) 32x32 pairs from scikit-image's astronaut, QFs 10..90."""
+    image = skdata.astronaut()
+    rng = np.random.default_rng(0)
+    cfg = DegradationConfig(patch_size=32)
+    pairs = [degrade(image, rng, cfg, quality=q) for q in (10, 20, 30, 40, 50, 60, 80, 90)]
+    arrays = {
+        "clean": np.stack([p.clean for p in pairs]),
+        "jpeg": np.stack([p.jpeg for p in pairs]),
+        "quality": np.array([p.quality for p in pairs]),
+    }
+    return batch_from_numpy(arrays)
+
+
+def _stage(number: int, seed: int = 0, optim: OptimConfig = _OPTIM):
+    torch.manual_seed(seed)
+    return build_stage(number, build_model("tiny"), total_steps=100, optim=optim)
+
+
+def test_batch_from_numpy(batch):
+    assert batch["clean"].shape == (8, 3, 32, 32) and batch["clean"].dtype == torch.float32
+    assert float(batch["jpeg"].min()) >= 0.0 and float(batch["jpeg"].max()) <= 1.0
+    assert batch["quality"].tolist() == [10, 20, 30, 40, 50, 60, 80, 90]
+
+
+# Stage 3 starts as the identity (residual variant), so its loss starts at the JPEG error and must beat it.
+@pytest.mark.parametrize(("number", "key", "factor"), [(1, "l1", 0.5), (2, "l1", 0.5), (3, "l1", 0.9)])
+def test_loss_on_a_fixed_batch_falls(batch, number, key, factor):
+    """Training-mode loss (batch statistics): eval-mode BatchNorm statistics lag behind in a 30-step run."""
+    stage = _stage(number)
+    losses = [stage.step(batch)[key] for _ in range(30)]
+    assert stage.step_count == 30
+    assert all(np.isfinite(losses))
+    before, after = losses[0], float(np.mean(losses[-3:]))
+    assert after < factor * before, f"stage {number}: {key} {before:.4f} -> {after:.4f}"
+
+
+def test_stage1_trains_the_ci_encoder_and_discriminator_only(batch):
+    stage = _stage(1)
+    model = stage.model
+    ci = {k: v.clone() for k, v in model.ci_encoder.state_dict().items()}
+    others = {k: v.clone() for k, v in model.state_dict().items() if not k.startswith("ci_encoder.")}
+    disc = {k: v.clone() for k, v in stage.discriminator.state_dict().items()}
+    metrics = stage.step(batch)
+    assert {"l1", "adversarial", "discriminator", "discriminator_accuracy"} <= set(metrics)
+    assert any(not torch.equal(v, model.ci_encoder.state_dict()[k]) for k, v in ci.items())
+    assert any(not torch.equal(v, stage.discriminator.state_dict()[k]) for k, v in disc.items())
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in others.items())
+
+
+def test_adversarial_term_moves_the_encoder_not_the_discriminator(batch):
+    """The discriminator's gradients come from its own loss only, whatever the encoder's adversarial weight."""
+    grads = {}
+    for weight in (0.0, 10.0):
+        stage = _stage(1, optim=_OPTIM.model_copy(update={"adversarial_weight": weight}))
+        out = stage.net(clean=batch["clean"], jpeg=batch["jpeg"])
+        out["loss"].backward()
+        grads[weight] = (
+            [p.grad.clone() for p in stage.discriminator.parameters()],
+            [p.grad.clone() for p in stage.model.ci_encoder.parameters()],
+        )
+    for a, b in zip(grads[0.0][0], grads[10.0][0], strict=True):
+        torch.testing.assert_close(a, b)
+    assert any(not torch.allclose(a, b) for a, b in zip(grads[0.0][1], grads[10.0][1], strict=True))
+
+
+def test_stage2_trains_the_cs_encoder_only(batch):
+    stage = _stage(2)
+    others = {k: v.clone() for k, v in stage.model.state_dict().items() if not k.startswith("cs_encoder.")}
+    stage.step(batch)
+    assert all(torch.equal(v, stage.model.state_dict()[k]) for k, v in others.items())
+
+
+def test_frozen_encoders_do_not_change_in_stage3(batch):
+    stage = _stage(3)
+    model = stage.model
+    encoders = {
+        k: v.clone() for k, v in model.state_dict().items() if k.startswith(("ci_encoder.", "cs_encoder."))
+    }  # weights and BatchNorm running statistics
+    rest = {k: v.clone() for k, v in model.state_dict().items() if k not in encoders}
+    for _ in range(3):
+        stage.step(batch)
+    assert not model.ci_encoder.training and not model.cs_encoder.training
+    assert all(not p.requires_grad for p in [*model.ci_encoder.parameters(), *model.cs_encoder.parameters()])
+    for k, v in encoders.items():
+        assert torch.equal(v, model.state_dict()[k]), k
+    assert any(not torch.equal(v, model.state_dict()[k]) for k, v in rest.items())
+
+
+def test_residual_variant_starts_as_identity_in_stage3(batch):
+    stage = _stage(3)
+    stage.model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(stage.model(batch["jpeg"]), batch["jpeg"])
+
+
+@pytest.mark.parametrize("number", [1, 2, 3])
+def test_state_dict_round_trip_continues_identically(batch, number):
+    a = _stage(number, seed=0)
+    for _ in range(2):
+        a.step(batch)
+    buffer = io.BytesIO()
+    torch.save(a.state_dict(), buffer)
+    buffer.seek(0)
+    b = _stage(number, seed=123)  # different initialisation, overwritten by the state
+    b.load_state_dict(torch.load(buffer, weights_only=False))
+    assert b.step_count == 2
+    assert a.lr() == b.lr()
+    ma, mb = a.step(batch), b.step(batch)
+    assert ma == mb
+    # The stage's modules; the rest of the model comes from the previous stage's file, as in the pipeline.
+    for (ka, va), (kb, vb) in zip(a.net.state_dict().items(), b.net.state_dict().items(), strict=True):
+        assert ka == kb and torch.equal(va, vb), ka
+
+
+def test_state_of_another_stage_is_refused(batch):
+    with pytest.raises(ValueError, match="stage 1"):
+        _stage(2).load_state_dict(_stage(1).state_dict())
+    with pytest.raises(ValueError, match="unknown stage"):
+        build_stage(4, build_model("tiny"), total_steps=1)
+
+
+def test_lr_schedule_warms_up_then_decays():
+    cfg = OptimConfig(lr=1e-3, warmup_steps=10, min_lr_ratio=0.01)
+    assert lr_factor(0, 100, cfg) == pytest.approx(0.1)
+    assert lr_factor(9, 100, cfg) == pytest.approx(1.0)
+    assert lr_factor(10, 100, cfg) == pytest.approx(1.0)
+    assert lr_factor(55, 100, cfg) == pytest.approx(0.505)
+    assert lr_factor(100, 100, cfg) == pytest.approx(0.01)
+    assert lr_factor(500, 100, cfg) == pytest.approx(0.01)
+    factors = [lr_factor(s, 100, cfg) for s in range(10, 101)]
+    assert all(x >= y for x, y in itertools.pairwise(factors))

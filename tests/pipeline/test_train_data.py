@@ -1,0 +1,83 @@
+"""The training-data plan and the patch-making UDF, without Ray: deterministic, shaped as the trainers expect."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+from skimage import data as skdata
+
+from dagn.degradation import DegradationConfig
+from pipeline.storage import resolve
+from pipeline.train_data import (
+    TRAINING_DEGRADATION,
+    DataConfig,
+    load_validation_set,
+    make_patches,
+    plan_rows,
+    split_images,
+)
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    root = tmp_path_factory.mktemp("images")
+    for name, image in (("a/astronaut.png", skdata.astronaut()), ("coffee.jpg", skdata.coffee())):
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image).save(root / name)
+    return root
+
+
+def test_validation_split_is_fixed_and_disjoint():
+    images = [f"dir/img{i:03d}.png" for i in range(50)]
+    train, val = split_images(images, 5)
+    assert len(val) == 5 and len(train) == 45 and not set(train) & set(val)
+    assert split_images(list(reversed(images)), 5)[1] == val  # independent of listing order
+    assert set(split_images([*images, "dir/new.png"], 5)[1]) & set(val)  # one more image barely moves it
+    assert split_images(images, 0) == (images, [])
+    with pytest.raises(ValueError, match="more than"):
+        split_images(images[:3], 3)
+
+
+def test_plan_visits_every_image_each_epoch_deterministically():
+    images = ["a", "b", "c", "d"]
+    rows = plan_rows(images, 10, seed=1)
+    assert rows == plan_rows(images, 10, seed=1) and rows != plan_rows(images, 10, seed=2)
+    assert sorted(r["path"] for r in rows[:4]) == images and sorted(r["path"] for r in rows[4:8]) == images
+    assert len({r["seed"] for r in rows}) == 10
+
+
+def test_make_patches_from_a_folder(folder):
+    cfg = TRAINING_DEGRADATION.model_copy(update={"patch_size": 32})
+    batch = {"path": np.array(["a/astronaut.png", "coffee.jpg"]), "seed": np.array([1, 2])}
+    kwargs = {
+        "data_uri": str(folder),
+        "s3_json": "{}",
+        "degradation_json": cfg.model_dump_json(),
+        "patches_per_image": 3,
+    }
+    out = make_patches(batch, **kwargs)
+    assert out["clean"].shape == out["jpeg"].shape == (6, 32, 32, 3)
+    assert out["clean"].dtype == np.uint8 and out["quality"].shape == (6,)
+    assert all(8 <= q <= 95 for q in out["quality"])
+    again = make_patches(batch, **kwargs)
+    assert all(np.array_equal(out[k], again[k]) for k in out)
+
+
+def test_training_degradation_widens_the_quality_range():
+    assert TRAINING_DEGRADATION.uniform_quality_range[1] >= 95
+    assert max(TRAINING_DEGRADATION.quality_set) >= 90
+    assert DegradationConfig().uniform_quality_range == (8, 96)  # the released defaults stay untouched
+
+
+def test_validation_set_is_centre_crops_with_jpegs(folder):
+    cfg = DataConfig(val_size=100, val_qualities=(10, 50))
+    items = load_validation_set(resolve(str(folder)), ["coffee.jpg"], cfg)
+    (item,) = items
+    assert item.clean.shape == (96, 96, 3)
+    assert set(item.jpegs) == {10, 50} and item.jpegs[10].shape == (96, 96, 3)
+    assert not np.array_equal(item.jpegs[10], item.clean)
+    raw = np.asarray(Image.open(io.BytesIO((folder / "coffee.jpg").read_bytes())).convert("RGB"))
+    assert np.array_equal(item.clean, raw[152:248, 252:348])
