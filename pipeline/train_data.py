@@ -65,7 +65,12 @@ class DataConfig(BaseModel):
     val_size: int = Field(192, ge=16, description="Side of the centre crop validated per image (multiple of 16).")
     val_qualities: tuple[int, ...] = Field((10, 30, 50, 80), description="JPEG qualities of the validation set.")
     num_cpus: float = Field(0.25, gt=0, description="CPUs requested by each patch-making task (fractional).")
-    rows_per_task: int = Field(4, ge=1, description="Images per patch-making task batch.")
+    rows_per_task: int = Field(
+        16,
+        ge=1,
+        description="Images per patch-making task (16 x 8 patches: big enough blocks that Ray's per-block overhead, "
+        "not the ~1 ms of CPU per patch, stays small; 4 gave 1.6x fewer patches/s on 2 cores).",
+    )
 
 
 class ValidationImage(BaseModel):

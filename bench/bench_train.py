@@ -1,0 +1,135 @@
+"""Training throughput (samples/s) of DAGN's stage 3 on Ray Train with 1 and 2 workers, as a ratio, in one run.
+
+Each configuration is a real stage-3 run of ``dagn train`` (Ray Data patches, TorchTrainer, DDP) from a randomly
+initialised model, timed on its steady part (the first ``--warmup`` steps are left out). Configurations run in
+alternation, ``--repeats`` times each, and the best run of each is kept, so load from other processes on a shared
+machine skews the ratio less.
+
+CPU (this machine):   python bench/bench_train.py
+GPU (1 worker per GPU, bf16 autocast + channels_last, needs 2 GPUs for the ratio):
+                      python bench/bench_train.py --gpus-per-worker 1 --batch-size 64 --patch-size 128
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import platform
+import tempfile
+import uuid
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+import dagn
+from dagn.checkpoint import save_model
+from pipeline.storage import resolve, write_bytes_atomic
+from pipeline.train import TrainConfig, run_stage
+from pipeline.train_data import TRAINING_DEGRADATION, DataConfig
+
+
+def _sample_images(folder: Path) -> str:
+    """A few real pictures from scikit-image, so the bench runs anywhere."""
+    from skimage import data
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry", "hubble_deep_field"):
+        Image.fromarray(np.ascontiguousarray(getattr(data, name)()[..., :3])).save(folder / f"{name}.png")
+    return str(folder)
+
+
+def _device_line(gpus: float) -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    line = f"CPU: {cpu}, {os.cpu_count()} logical cores; torch {torch.__version__}"
+    if gpus and torch.cuda.is_available():
+        line += f"; GPU: {torch.cuda.get_device_name(0)} x {torch.cuda.device_count()}"
+    return line
+
+
+def _run(args: argparse.Namespace, data: str, workers: int, threads: int | None) -> float:
+    out = Path(args.scratch) / f"w{workers}t{threads}-{uuid.uuid4().hex[:6]}"
+    # Stage 3 starts from the stage-2 file; a random model is as fast to train as a trained one.
+    seed = io.BytesIO()
+    with tempfile.TemporaryDirectory() as tmp:
+        seed.write(save_model(dagn.build_model(args.variant), Path(tmp) / "m.safetensors").read_bytes())
+    location = resolve(str(out))
+    write_bytes_atomic(location.fs, location.path("stage2.safetensors"), seed.getvalue())
+    cfg = TrainConfig(
+        variant=args.variant,
+        data=data,
+        out=str(out),
+        stage="3",
+        name="bench",
+        stage3_steps=args.steps,
+        batch_size=args.batch_size,
+        workers=workers,
+        threads_per_worker=threads,
+        gpus_per_worker=args.gpus_per_worker,
+        log_every=args.warmup,
+        checkpoint_every=args.steps,
+        data_config=DataConfig(
+            degradation=TRAINING_DEGRADATION.model_copy(update={"patch_size": args.patch_size}), val_images=0
+        ),
+    )
+    result = run_stage(cfg, 3)
+    return float(result.metrics["steady_samples_per_s"])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--variant", default="small")
+    parser.add_argument("--data", help="training images, folder or s3:// (default: scikit-image samples)")
+    parser.add_argument("--steps", type=int, default=40, help="steps per run, warm-up included")
+    parser.add_argument("--warmup", type=int, default=10, help="first steps left out of the rate")
+    parser.add_argument("--batch-size", type=int, default=16, help="per worker")
+    parser.add_argument("--patch-size", type=int, default=64)
+    parser.add_argument("--gpus-per-worker", type=float, default=0.0)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--scratch", default="runs/bench_train", help="checkpoints of the bench runs go here")
+    args = parser.parse_args()
+
+    import ray
+
+    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
+    ray.init(include_dashboard=False, object_store_memory=1024 * 2**20, log_to_driver=False)
+    cpus = int(ray.cluster_resources().get("CPU", 1))
+    gpus = int(ray.cluster_resources().get("GPU", 0))
+    data = args.data or _sample_images(Path(args.scratch) / "images")
+    if args.gpus_per_worker:
+        configs = [(1, None)] + ([(2, None)] if gpus >= 2 * args.gpus_per_worker else [])
+    else:  # 1 worker with 1 thread and with every core, 2 workers with cores / 2 threads each
+        configs = [(1, 1), (1, cpus), (2, max(1, cpus // 2))]
+    print(_device_line(args.gpus_per_worker))
+    print(
+        f"config: variant {args.variant}, stage 3, batch {args.batch_size} per worker, patch {args.patch_size}, "
+        f"{args.steps} steps ({args.warmup} warm-up), gpus/worker {args.gpus_per_worker}, "
+        f"bf16+channels_last {bool(args.gpus_per_worker)}, Ray CPUs {cpus} GPUs {gpus}, best of {args.repeats}"
+    )
+    best: dict[tuple[int, int | None], float] = {}
+    for r in range(args.repeats):
+        for workers, threads in configs:
+            rate = _run(args, data, workers, threads)
+            best[(workers, threads)] = max(rate, best.get((workers, threads), 0.0))
+            print(f"  run {r + 1}: {workers} worker(s) x {threads or 'auto'} thread(s): {rate:7.1f} samples/s")
+    ray.shutdown()
+    print("\nworkers  threads/worker  samples/s (best)")
+    for (workers, threads), rate in best.items():
+        print(f"{workers:>7}  {threads or 'auto':>14}  {rate:16.1f}")
+    one = best[configs[0]]
+    if (2, configs[-1][1]) in best and configs[-1][0] == 2:
+        two = best[configs[-1]]
+        print(f"\nratio 2 workers / 1 worker (1 thread): {two / one:.2f}x (goal >= 1.7x)")
+        if (1, cpus) in best and cpus > 1:
+            print(f"ratio 2 workers / 1 worker ({cpus} threads): {two / best[(1, cpus)]:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
