@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -135,7 +136,9 @@ def _start_ray(address: str | None) -> None:
     from ray.data import DataContext
 
     if not ray.is_initialized():
-        # address None: RAY_ADDRESS if set, else a new local Ray that ends with this process.
+        # No --address and no RAY_ADDRESS: a new local Ray that ends with this process. "local" matters: with None,
+        # Ray would join whatever cluster `ray start` last left running on this machine.
+        address = address or os.environ.get("RAY_ADDRESS") or "local"
         ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
     context = DataContext.get_current()
     context.enable_progress_bars = False  # ours is the rich bar above
