@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import typer
 
+from jobs import dev, jobs_cmd
+from jobs.clean import clean
 from jobs.evaluate import evaluate
 from jobs.models import models
 from jobs.restore import restore
+from jobs.submit import submit
 from jobs.train import train
 
 app = typer.Typer(
@@ -19,6 +22,11 @@ app.command("models")(models)
 app.command("restore")(restore)
 app.command("evaluate")(evaluate)
 app.command("train")(train)
+app.command("clean")(clean)
+# Everything after the command name belongs to the submitted command: stop parsing options there.
+app.command("submit", context_settings={"allow_interspersed_args": False})(submit)
+app.add_typer(jobs_cmd.app, name="jobs")
+app.add_typer(dev.app, name="dev")
 
 
 @app.callback()
