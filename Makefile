@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml constraints.txt
 setup: $(STAMP)
 
 restore-samples: $(STAMP)
-	$(BIN)/dagn models
+	$(BIN)/dagn restore samples out/samples
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

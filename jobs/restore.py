@@ -68,9 +68,15 @@ def restore(
     """
     cfg = _config(**locals())
     console = Console(stderr=True)
-    _start_ray(address)
 
-    from pipeline.restore import run_restore
+    from pipeline.restore import check_weights, run_restore
+
+    try:
+        check_weights(cfg)
+    except FileNotFoundError as e:
+        console.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(2) from None
+    _start_ray(address)
 
     columns = (
         TextColumn("[bold]restore"),

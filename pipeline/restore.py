@@ -18,8 +18,10 @@ gray, RGB, any size and any failure mix freely in one block. Resume and the mani
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -37,7 +39,7 @@ from pipeline.codec import DecodeError, EncodeError, OutputFormat, decode_image,
 from pipeline.manifest import MANIFEST_DIR, SCHEMA, compact, latest_rows, new_run_id, read_manifest, write_part
 from pipeline.storage import Location, S3Settings, is_s3, list_entries, read_bytes, redact, resolve, write_bytes_atomic
 
-__all__ = ["RestoreConfig", "RestoreSummary", "build_pipeline", "plan_restore", "run_restore"]
+__all__ = ["RestoreConfig", "RestoreSummary", "build_pipeline", "check_weights", "plan_restore", "run_restore"]
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +56,9 @@ class RestoreConfig(BaseModel):
     list_file: str | None = Field(
         None, description="Text file (path or s3:// URI) naming the inputs, one path relative to SRC per line."
     )
-    weights: str | None = Field(None, description="DAGN model file (.safetensors); default: the shipped weights.")
+    weights: str | None = Field(
+        None, description="DAGN model file (.safetensors, local or s3://); default: the shipped weights."
+    )
     format: OutputFormat = Field(
         OutputFormat.same, description="Output format: same (JPEG, PNG, WebP keep theirs; others PNG), png, jpeg, webp."
     )
@@ -329,18 +333,62 @@ def read_and_decode(
     return pa.Table.from_pylist(rows, schema=_WORK_SCHEMA)
 
 
+def _local_weights(weights: str | None, s3: S3Settings) -> str | None:
+    """A local path for ``weights``: s3:// model files are downloaded once per process into a temporary folder."""
+    if weights is None or not is_s3(weights):
+        return weights
+    parent, name = weights.rsplit("/", 1)
+    where = resolve(parent, s3)
+    digest = hashlib.sha256(weights.encode()).hexdigest()[:12]
+    local = Path(tempfile.gettempdir()) / "dagn-weights" / f"{digest}-{name}"
+    if not local.exists():
+        local.parent.mkdir(parents=True, exist_ok=True)
+        tmp = local.with_name(f".{local.name}.{os.getpid()}.tmp")
+        tmp.write_bytes(read_bytes(where.fs, where.path(name)))
+        tmp.replace(local)
+    return str(local)
+
+
+def check_weights(cfg: RestoreConfig) -> None:
+    """Fail in the driver, with a clear message, when the model file is missing (not later inside every actor)."""
+    if cfg.weights is None:
+        from dagn.checkpoint import shipped_weights
+
+        path = shipped_weights()  # raises FileNotFoundError when the package has no default.json
+        if not path.exists():
+            raise FileNotFoundError(f"the shipped weights {path} are missing; pass --weights")
+        return
+    if is_s3(cfg.weights):
+        parent, name = cfg.weights.rsplit("/", 1)
+        where = resolve(parent, cfg.s3)
+        found = where.fs.get_file_info(where.path(name)).type == pafs.FileType.File
+    else:
+        found = Path(cfg.weights).is_file()
+    if not found:
+        raise FileNotFoundError(f"model file not found: {cfg.weights}")
+
+
 class RestoreStage:
     """Stage 2 (actors): one :class:`dagn.Restorer` per actor, loaded once; restores the pending rows of a batch."""
 
     def __init__(
-        self, *, weights: str | None, device: str, tile: int | None, tile_overlap: int, batch_size: int, threads: int
+        self,
+        *,
+        weights: str | None,
+        s3: S3Settings,
+        device: str,
+        tile: int | None,
+        tile_overlap: int,
+        batch_size: int,
+        threads: int,
     ) -> None:
         import torch
 
         from dagn import Restorer
 
         torch.set_num_threads(threads)
-        self.restorer = Restorer(weights, device=device, tile=tile, tile_overlap=tile_overlap, batch_size=batch_size)
+        local = _local_weights(weights, s3)
+        self.restorer = Restorer(local, device=device, tile=tile, tile_overlap=tile_overlap, batch_size=batch_size)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         rows = batch.to_pylist()
@@ -452,6 +500,7 @@ def build_pipeline(cfg: RestoreConfig, todo: list[tuple[str, int]], run_id: str)
         num_gpus=cfg.gpus_per_worker or None,
         fn_constructor_kwargs={
             "weights": cfg.weights,
+            "s3": cfg.s3,
             "device": "cuda" if cfg.gpus_per_worker > 0 else "cpu",
             "tile": cfg.tile,
             "tile_overlap": cfg.tile_overlap,
@@ -485,6 +534,7 @@ def run_restore(
         Counts, throughput (restored images over the time the pipeline ran) and the first failures.
     """
     started = time.perf_counter()
+    check_weights(cfg)
     src, dst = resolve(cfg.src, cfg.s3), resolve(cfg.dst, cfg.s3)
     run_id = new_run_id()
     plan = plan_restore(cfg, src, dst, run_id)
