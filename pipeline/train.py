@@ -225,13 +225,14 @@ def validate(model: DAGN, images: list, device: torch.device) -> dict[str, float
 # -- the worker loop ------------------------------------------------------------------------------------------------
 
 
-def _save_checkpoint(stage: Stage, metadata: dict[str, str]) -> Any:
+def _report_with_checkpoint(metrics: dict[str, float], stage: Stage, metadata: dict[str, str]) -> None:
+    """Rank 0: write state + model to a temporary folder and report it (the synchronous upload copies it)."""
     import ray.train
 
-    tmp = tempfile.mkdtemp(prefix="dagn-ckpt-")
-    torch.save(stage.state_dict(), os.path.join(tmp, STATE_FILE))
-    save_model(stage.model, os.path.join(tmp, MODEL_FILE), metadata)
-    return ray.train.Checkpoint.from_directory(tmp)
+    with tempfile.TemporaryDirectory(prefix="dagn-ckpt-") as tmp:
+        torch.save(stage.state_dict(), os.path.join(tmp, STATE_FILE))
+        save_model(stage.model, os.path.join(tmp, MODEL_FILE), metadata)
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
 
 
 def _train_loop(loop_config: dict[str, Any]) -> None:
@@ -290,8 +291,10 @@ def _train_loop(loop_config: dict[str, Any]) -> None:
                 step, metrics["val_psnr"], metrics["val_psnr_jpeg"], metrics["val_psnr_gain"],
                 metrics["val_ssim"], metrics["val_ssim_jpeg"],
             )  # fmt: skip
-        ckpt = _save_checkpoint(stage, {**meta, "step": str(step)}) if rank == 0 else None
-        ray.train.report(metrics, checkpoint=ckpt)
+        if rank == 0:
+            _report_with_checkpoint(metrics, stage, {**meta, "step": str(step)})
+        else:
+            ray.train.report(metrics)
 
     if start >= end:
         report({}, start)
