@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -132,6 +133,9 @@ def _start_ray(address: str | None) -> None:
     from ray.data import DataContext
 
     if not ray.is_initialized():
+        # Inside a Ray job RAY_ADDRESS names the cluster; otherwise a new local Ray ("local": with None, Ray would
+        # join whatever cluster `ray start` last left running on this machine).
+        address = address or os.environ.get("RAY_ADDRESS") or "local"
         ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
     DataContext.get_current().enable_progress_bars = False
     logging.getLogger("ray.data").setLevel(logging.WARNING)
