@@ -28,6 +28,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -38,7 +39,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from dagn.jpeg import estimate_quality
 from pipeline.manifest import new_run_id, read_manifest
-from pipeline.storage import Location, S3Settings, read_bytes, redact, resolve, write_bytes_atomic
+from pipeline.storage import Location, S3Settings, is_s3, read_bytes, redact, resolve, write_bytes_atomic
 
 __all__ = [
     "JPEG_EXTENSIONS",
@@ -127,6 +128,8 @@ class CleanConfig(BaseModel):
     def _check(self) -> CleanConfig:
         if self.dst is None and self.reports is None:
             raise ValueError("reports: give a reports location when there is no DST (scan-only run)")
+        if self.dst is not None and _inside(self.dst, self.src):
+            raise ValueError(f"dst: {self.dst} must not be the source or lie inside it (it would be scanned next time)")
         clash = sorted(_SET_BY_CLEAN & set(self.restore))
         if clash:
             raise ValueError(f"restore: {', '.join(clash)} are set by the cleaning job itself")
@@ -161,6 +164,18 @@ class CleanConfig(BaseModel):
             s3_region=self.s3_region,
             **self.restore,
         )
+
+
+def _normalised(uri: str) -> str:
+    if is_s3(uri):
+        return uri.rstrip("/")
+    return Path(uri).expanduser().resolve().as_posix()
+
+
+def _inside(child: str, parent: str) -> bool:
+    """Whether location ``child`` is ``parent`` or below it (no filesystem access)."""
+    c, p = _normalised(child), _normalised(parent)
+    return c == p or c.startswith(p.rstrip("/") + "/")
 
 
 # -- listing and scanning --------------------------------------------------------------------------------------------

@@ -18,6 +18,11 @@ def run(*args: str, **env: str):
     return CliRunner().invoke(app, list(args), env=env or None)
 
 
+def flat(output: str) -> str:
+    """The output with rich's panel borders and line wrapping removed."""
+    return " ".join(output.replace("│", " ").split())
+
+
 @pytest.fixture
 def no_cluster_env(monkeypatch):
     for name in ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"):
@@ -47,6 +52,16 @@ def test_clean_config_errors_name_the_field(tmp_path, args, yaml_text, expected)
     result = run("clean", str(tmp_path / "in"), str(tmp_path / "out"), *args, *extra)
     assert result.exit_code == 2
     assert expected in result.output
+
+
+def test_clean_refuses_a_destination_inside_the_source(tmp_path):
+    for src, dst in ((str(tmp_path), str(tmp_path / "restored")), ("s3://b/photos/", "s3://b/photos/clean")):
+        result = run("clean", src, dst)
+        assert result.exit_code == 2
+        assert "must not be the source or lie inside it" in flat(result.output)
+    from jobs.clean import clean_settings
+
+    assert clean_settings("s3://b/photos", "s3://b/photos-clean").dst == "s3://b/photos-clean"
 
 
 def test_clean_without_dst_needs_a_report_location(tmp_path):

@@ -133,22 +133,16 @@ def test_submit_restore_job(ray_head, with_token, s3_server, s3_bucket, tmp_path
         assert s3_server.secret_key not in out
 
 
-def test_no_wait_then_follow(ray_head, with_token):
-    submitted = dagn("submit", "--address", ray_head.address, "--no-wait", "models", "--size", "64")
+def test_no_wait_then_follow_a_failing_job(ray_head, with_token):
+    # Valid for the command line, refused by CleanConfig inside the job: no DST and no --reports.
+    submitted = dagn("submit", "--address", ray_head.address, "--no-wait", "clean", "samples")
     assert submitted.exit_code == 0, submitted.output
     job_id = submitted.stdout.strip().splitlines()[-1]
     assert job_id.startswith("raysubmit_")
     followed = dagn("jobs", "logs", job_id, "--follow", "--address", ray_head.address)
-    assert followed.exit_code == 0, followed.output
-    assert "tiny" in followed.output
-
-
-def test_failed_job_exit_status(ray_head, with_token):
-    # Valid for the command line, refused by CleanConfig inside the job: no DST and no --reports.
-    result = dagn("submit", "--address", ray_head.address, "clean", "samples")
-    assert result.exit_code == 1
-    assert "FAILED" in result.output
-    assert "reports" in result.output  # the job's error, streamed back
+    assert followed.exit_code == 1, followed.output
+    assert "reports" in followed.output  # the job's own error, streamed back
+    assert "FAILED" in dagn("jobs", "status", job_id, "--address", ray_head.address).output
 
 
 def test_jobs_stop(ray_head, with_token):
