@@ -6,7 +6,8 @@ Layout (all writes atomic, see :func:`pipeline.storage.write_bytes_atomic`)::
     DST/_manifest/<run_id>.parquet                    the same rows compacted into one file when a run ends
 
 A batch's part is written right after its outputs, so a run killed at any moment keeps the rows of every batch it
-finished; the next run compacts leftover parts of killed runs as well. A run id starts with its UTC start time, so
+finished. The driver also receives every row and writes the run's single file itself at the end (no re-reading of
+parts); the next run compacts leftover parts of killed runs. A run id starts with its UTC start time, so
 sorting run ids sorts runs. Every run writes a row for *every* input it listed (restored, skipped or failed), so the
 latest run's rows describe the whole archive; :func:`latest_rows` gives the most recent row per input across runs.
 """
@@ -15,8 +16,11 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
 import posixpath
+import tempfile
 import uuid
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.fs as pafs
@@ -27,6 +31,7 @@ from pipeline.storage import Location, delete_tree, list_entries, read_bytes, wr
 __all__ = [
     "MANIFEST_DIR",
     "SCHEMA",
+    "RunWriter",
     "compact",
     "latest_rows",
     "new_run_id",
@@ -103,12 +108,57 @@ def read_manifest(dst: Location) -> pa.Table:
     return pa.concat_tables(tables) if tables else SCHEMA.empty_table()
 
 
-def latest_rows(table: pa.Table) -> dict[str, dict]:
-    """The most recent row per input (by run id; within a run, the last one written)."""
-    latest: dict[str, dict] = {}
-    for row in table.sort_by([("run_id", "ascending")]).to_pylist():
-        latest[row["input"]] = row
-    return latest
+def latest_rows(table: pa.Table, columns: tuple[str, ...] = ("status", "qf", "width", "height", "mode")) -> dict:
+    """The most recent row per input (by run id; within a run, the last one written), as input -> {column: value}.
+
+    Deduplicated in Arrow first, so an archive with many runs costs one Python dict per input, not per row.
+    """
+    if not len(table):
+        return {}
+    ordered = table.select(["input", "run_id", *columns]).sort_by([("run_id", "ascending")])
+    last = ordered.group_by("input", use_threads=False).aggregate([(c, "last") for c in columns])
+    values = [last.column(f"{c}_last").to_pylist() for c in columns]
+    inputs = last.column("input").to_pylist()
+    return {key: {c: v[i] for c, v in zip(columns, values, strict=True)} for i, key in enumerate(inputs)}
+
+
+class RunWriter:
+    """Collects a run's rows as they stream in and stores them as ``_manifest/<run_id>.parquet`` at the end.
+
+    Rows go to a local temporary Parquet file (bounded memory for millions of rows), which is uploaded atomically by
+    :meth:`close`; the run's parts folder is deleted afterwards. Parts written by killed runs are left to
+    :func:`compact`.
+    """
+
+    def __init__(self, dst: Location, run_id: str) -> None:
+        self.dst, self.run_id, self.rows = dst, run_id, 0
+        self._file = tempfile.NamedTemporaryFile(suffix=".parquet", delete=False)  # noqa: SIM115 - closed in close()
+        self._writer = pq.ParquetWriter(self._file.name, SCHEMA, compression="zstd")
+
+    def add(self, rows: pa.Table) -> None:
+        if len(rows):
+            self._writer.write_table(rows.select(SCHEMA.names).cast(SCHEMA))
+            self.rows += len(rows)
+
+    def close(self) -> str | None:
+        """Store the run's file (if it has rows) and drop its parts; returns the file's path on the destination."""
+        self._writer.close()
+        self._file.close()
+        try:
+            path = None
+            if self.rows:
+                path = self.dst.path(f"{MANIFEST_DIR}/{self.run_id}.parquet")
+                write_bytes_atomic(self.dst.fs, path, Path(self._file.name).read_bytes())
+            delete_tree(self.dst.fs, self.dst.path(posixpath.join(MANIFEST_DIR, "runs", self.run_id)))
+            return path
+        finally:
+            os.unlink(self._file.name)
+
+    def abort(self) -> None:
+        """A run that failed: keep its parts (some rows may never have reached the driver) for :func:`compact`."""
+        self._writer.close()
+        self._file.close()
+        os.unlink(self._file.name)
 
 
 def compact(dst: Location) -> list[str]:

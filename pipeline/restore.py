@@ -36,7 +36,16 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from dagn.jpeg import estimate_quality
 from pipeline.codec import DecodeError, EncodeError, OutputFormat, decode_image, encode_image, output_format, output_key
-from pipeline.manifest import MANIFEST_DIR, SCHEMA, compact, latest_rows, new_run_id, read_manifest, write_part
+from pipeline.manifest import (
+    MANIFEST_DIR,
+    SCHEMA,
+    RunWriter,
+    compact,
+    latest_rows,
+    new_run_id,
+    read_manifest,
+    write_part,
+)
 from pipeline.storage import Location, S3Settings, is_s3, list_entries, read_bytes, redact, resolve, write_bytes_atomic
 
 __all__ = ["RestoreConfig", "RestoreSummary", "build_pipeline", "check_weights", "plan_restore", "run_restore"]
@@ -218,7 +227,7 @@ def plan_restore(cfg: RestoreConfig, src: Location, dst: Location, run_id: str) 
         if isinstance(dst.fs, pafs.LocalFileSystem):
             _remove_stale_temporaries(dst, names)
         existing = set(names)
-        previous = latest_rows(read_manifest(dst))
+        previous = latest_rows(read_manifest(dst))  # input -> status, qf, width, height, mode of its latest row
 
     columns = ("input", "output", "status", "error", "reason", "qf", "width", "height", "mode")
     decided: dict[str, list] = {name: [] for name in columns}
@@ -548,18 +557,26 @@ def run_restore(
     )
     if on_start:
         on_start(len(plan.todo) + len(plan.decided))
-    if len(plan.decided):
-        write_part(dst, run_id, plan.decided)
-        summary.add(plan.decided)
-        if on_rows:
-            on_rows(plan.decided)
-    if plan.todo:
-        pipeline_start = time.perf_counter()
-        for rows in build_pipeline(cfg, plan.todo, run_id).iter_batches(batch_format="pyarrow", batch_size=None):
-            summary.add(rows)
+    compact(dst)  # parts left by killed runs, before this run adds its own
+    writer = RunWriter(dst, run_id)
+    try:
+        if len(plan.decided):
+            write_part(dst, run_id, plan.decided)
+            writer.add(plan.decided)
+            summary.add(plan.decided)
             if on_rows:
-                on_rows(rows)
-        summary.pipeline_seconds = time.perf_counter() - pipeline_start
-    compact(dst)
+                on_rows(plan.decided)
+        if plan.todo:
+            pipeline_start = time.perf_counter()
+            for rows in build_pipeline(cfg, plan.todo, run_id).iter_batches(batch_format="pyarrow", batch_size=None):
+                writer.add(rows)
+                summary.add(rows)
+                if on_rows:
+                    on_rows(rows)
+            summary.pipeline_seconds = time.perf_counter() - pipeline_start
+    except BaseException:
+        writer.abort()  # Ctrl-C or a failed pipeline: the parts stay, and the next run compacts them
+        raise
+    writer.close()
     summary.seconds = time.perf_counter() - started
     return summary

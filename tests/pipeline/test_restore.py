@@ -19,7 +19,7 @@ from PIL import Image, ImageCms, ImageOps
 import dagn
 from dagn.checkpoint import save_model
 from pipeline.manifest import MANIFEST_DIR, read_manifest
-from pipeline.restore import RestoreConfig, run_restore
+from pipeline.restore import RestoreConfig, plan_restore, run_restore
 from pipeline.storage import resolve
 
 pytestmark = pytest.mark.slow
@@ -205,5 +205,8 @@ def test_bad_configs_are_refused(tmp_path):
     with pytest.raises(ValueError, match="extra"):
         RestoreConfig(src="a", dst="b", colour="red")
     assert RestoreConfig(src="a", dst="b", extensions="JPG, png").extensions == (".jpg", ".png")
+    cfg = RestoreConfig(src=str(tmp_path), dst=str(tmp_path / "out"))
     with pytest.raises(ValueError, match="inside"):
-        run_restore(RestoreConfig(src=str(tmp_path), dst=str(tmp_path / "out")))
+        plan_restore(cfg, resolve(cfg.src), resolve(cfg.dst), "run")
+    with pytest.raises(FileNotFoundError, match="model file not found"):
+        run_restore(cfg.model_copy(update={"weights": str(tmp_path / "missing.safetensors")}))
