@@ -13,6 +13,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from jobs.ray_client import ADDRESS_ENVVARS, ClusterError, connect, scrub
@@ -84,7 +85,7 @@ def list_jobs(address: Address = None, token_file: TokenFile = None, as_json: As
         return
     table = Table("id", "status", "start (UTC)", "duration", "entrypoint")
     for v in views:
-        table.add_row(v["id"], v["status"], v["start"], v["duration"], v["entrypoint"][:80])
+        table.add_row(*(escape(x) for x in (v["id"], v["status"], v["start"], v["duration"], v["entrypoint"][:80])))
     Console().print(table)
 
 
@@ -107,9 +108,9 @@ def status(job_id: JobId, address: Address = None, token_file: TokenFile = None,
     for key in ("id", "status", "entrypoint", "start", "end", "duration", "error_type", "message"):
         if view[key]:
             value = view[key] if key != "message" else view[key].splitlines()[0]
-            console.print(f"[bold]{key:>11}[/bold]  {value}", markup=True)
+            console.print(f"[bold]{key:>11}[/bold]  {escape(str(value))}", markup=True)
     if view["runtime_env"]:
-        console.print(f"[bold]{'runtime_env':>11}[/bold]  {json.dumps(view['runtime_env'])}", markup=True)
+        console.print(f"[bold]{'runtime_env':>11}[/bold]  {escape(json.dumps(view['runtime_env']))}", markup=True)
 
 
 @app.command()

@@ -21,6 +21,7 @@ from typing import Annotated, Any
 import typer
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from rich.console import Console
+from rich.markup import escape
 
 from jobs.ray_client import ADDRESS_ENVVARS, ClusterError, connect, scrub
 from jobs.settings import load_settings
@@ -213,7 +214,7 @@ def submit(
         )
     except Exception as e:  # the SDK raises bare RuntimeError/ValueError with the server's message
         raise ClusterError(f"the cluster refused the job: {scrub(str(e), token)}") from None
-    console.print(f"submitted [bold]{job_id}[/bold]: {entrypoint}", markup=True)
+    console.print(f"submitted [bold]{escape(job_id)}[/bold]: {escape(entrypoint)}", markup=True)
     if not settings.wait:
         typer.echo(job_id)
         console.print(f"follow it with: dagn jobs logs {job_id} --follow")
