@@ -197,3 +197,22 @@ def test_jobs_commands_need_an_address(no_cluster_env):
         result = run(*args)
         assert result.exit_code == 2, args
         assert "RAY_ADDRESS" in result.output
+
+
+def test_uploaded_package_holds_the_project_and_nothing_heavy(tmp_path):
+    """Package the working dir exactly as Ray's job upload does, with our excludes, and look inside the zip."""
+    import zipfile
+
+    from ray._private import ray_constants
+    from ray._private.runtime_env.packaging import create_package
+
+    env = runtime_env_for(SubmitSettings())
+    target = tmp_path / "pkg.zip"
+    excludes = ray_constants.get_runtime_env_default_excludes() + env["excludes"]
+    create_package(env["working_dir"], target, include_gitignore=True, excludes=excludes)
+    names = zipfile.ZipFile(target).namelist()
+    assert {"jobs/cli.py", "dagn/__init__.py", "pipeline/restore.py", "pyproject.toml"} <= set(names)
+    top = {n.split("/", 1)[0] for n in names}
+    assert not top & {".venv", ".git", "runs", "out", "data", "build"}
+    assert not any("__pycache__" in n or n.endswith(".pyc") for n in names)
+    assert target.stat().st_size < 50 * 2**20
