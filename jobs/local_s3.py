@@ -110,8 +110,11 @@ class LocalS3:
             f"-webdav.port={ports['webdav']}",
             "-master.telemetry=false",
         ]
+        # weed puts some volume files under the temp dir; keep them in our folder so nothing is left behind.
+        (self.folder / "tmp").mkdir(exist_ok=True)
+        env = {**os.environ, "TMPDIR": str(self.folder / "tmp")}
         with open(self.folder / "log" / "weed.out", "ab") as out:
-            self._process = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+            self._process = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env=env)
         self._wait_ready(timeout)
         return self
 
