@@ -8,6 +8,7 @@ from jobs import dev, jobs_cmd
 from jobs.clean import clean
 from jobs.evaluate import evaluate
 from jobs.models import models
+from jobs.publish import publish
 from jobs.restore import restore
 from jobs.submit import submit
 from jobs.train import train
@@ -23,6 +24,7 @@ app.command("restore")(restore)
 app.command("evaluate")(evaluate)
 app.command("train")(train)
 app.command("clean")(clean)
+app.command("publish")(publish)
 # Everything after the command name belongs to the submitted command: stop parsing options there.
 app.command("submit", context_settings={"allow_interspersed_args": False})(submit)
 app.add_typer(jobs_cmd.app, name="jobs")
