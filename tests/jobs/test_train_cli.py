@@ -45,7 +45,7 @@ def test_flags_build_the_config(captured, tmp_path):
     assert (cfg.variant, cfg.data, cfg.out, cfg.stage) == ("tiny", "s3://bucket/images", str(tmp_path / "run"), "2")
     assert (cfg.steps, cfg.workers, cfg.batch_size, cfg.stage3_steps) == (7, 2, 4, 99)
     assert cfg.optim.lr == 3e-4 and cfg.data_config.degradation.patch_size == 48
-    assert "stage 2: finished at step 300/300" in result.output
+    assert "stage 2: finished at step 2000/2000" in result.output
 
 
 def test_yaml_gives_options_and_flags_override(captured, tmp_path):
