@@ -82,7 +82,9 @@ class TrainConfig(BaseModel):
     optim: OptimConfig = Field(default_factory=OptimConfig, description="Optimiser settings, shared by the stages.")
     stage2_lr: float | None = Field(None, gt=0, description="Peak lr of stage 2 (default: optim.lr).")
     data_config: DataConfig = Field(default_factory=DataConfig, description="Patches, validation split, data tasks.")
-    checkpoint_every: int = Field(200, ge=1, description="Steps between checkpoints (and one at each run's end).")
+    checkpoint_every: int = Field(
+        200, ge=1, description="Steps between checkpoints (also at each validation and at each run's end)."
+    )
     val_every: int = Field(500, ge=1, description="Stage 3: steps between validations (and one at the end).")
     log_every: int = Field(10, ge=1, description="Steps between progress lines.")
     keep_checkpoints: int = Field(2, ge=1, description="Checkpoints kept per stage run.")
@@ -339,7 +341,8 @@ def _train_loop(loop_config: dict[str, Any]) -> None:
             )  # fmt: skip
         if step % cfg.log_every == 0 or step == end:
             window, t_window = {}, time.monotonic()
-        if step % cfg.checkpoint_every == 0 or step == end:
+        validation_due = number == 3 and step % cfg.val_every == 0
+        if step % cfg.checkpoint_every == 0 or validation_due or step == end:
             now = time.monotonic()
             rates = {"samples_per_s": (step - start) * samples_per_step / (now - t_start)}
             if step - start > warmup:

@@ -54,7 +54,7 @@ def _config(data: str, out: str, **overrides) -> TrainConfig:
         "batch_size": 4,
         "workers": 2,
         "checkpoint_every": 2,
-        "val_every": 2,
+        "val_every": 3,
         "log_every": 1,
         "data_config": DataConfig(
             degradation=TRAINING_DEGRADATION.model_copy(update={"patch_size": 32}),
