@@ -41,6 +41,10 @@ def train(
         str | None, typer.Option(envvar="AWS_ENDPOINT_URL", help="S3-compatible endpoint URL.")
     ] = None,
     ray_address: Annotated[str | None, typer.Option(envvar="RAY_ADDRESS", help="Ray cluster to join.")] = None,
+    init_from: Annotated[
+        str | None,
+        typer.Option(help="Continue from this model file (e.g. the shipped weights): stage 3 starts from it."),
+    ] = None,
     config: Annotated[
         Path | None, typer.Option(exists=True, dir_okay=False, help="YAML file with TrainConfig options.")
     ] = None,
@@ -68,6 +72,7 @@ def train(
         "name": name,
         "s3_endpoint": s3_endpoint,
         "ray_address": ray_address,
+        "init_from": init_from,
     }
     cfg = load_settings(TrainConfig, config, **overrides)
     if lr is not None or patch_size is not None:

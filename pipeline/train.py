@@ -20,6 +20,7 @@ import json
 import logging
 import math
 import os
+import posixpath
 import subprocess
 import tempfile
 import time
@@ -35,7 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from dagn import metrics as quality
 from dagn.checkpoint import load_model, save_model
 from dagn.io import to_arrays, to_tensor
-from dagn.models import DAGN, build_model, list_variants
+from dagn.models import DAGN, build_model, get_config, list_variants
 from dagn.training import OptimConfig, Stage, batch_from_numpy, build_stage
 from pipeline.storage import Location, S3Settings, read_bytes, resolve, write_bytes_atomic
 from pipeline.train_data import DataConfig, build_train_dataset, list_images, load_validation_set, split_images
@@ -89,6 +90,11 @@ class TrainConfig(BaseModel):
     log_every: int = Field(10, ge=1, description="Steps between progress lines.")
     keep_checkpoints: int = Field(2, ge=1, description="Checkpoints kept per stage run.")
     seed: int = Field(0, description="Seed of the model initialisation and the data plan.")
+    init_from: str | None = Field(
+        None,
+        description="Model file (path or s3:// URI, e.g. the shipped weights) to continue from: it stands in for "
+        "finished stages 1 and 2 (its encoders are trained), so stage 3 starts from its weights.",
+    )
     s3_endpoint: str | None = Field(None, description="S3-compatible endpoint (default: AWS_ENDPOINT_URL or AWS).")
     ray_address: str | None = Field(None, description="Ray cluster to join (default: start a local one).")
 
@@ -491,10 +497,26 @@ def export_model(cfg: TrainConfig, metrics: dict[str, float] | None = None) -> s
     return _save_remote_model(model, out, "model.safetensors", metadata)
 
 
+def _seed_from_model(cfg: TrainConfig, out: Location) -> None:
+    """Write ``init_from`` as the stage-1 and stage-2 results (once), so training continues from that model."""
+    if _exists(out, _stage_file(2)):
+        return
+    source = resolve(posixpath.dirname(cfg.init_from) or ".", cfg.s3())
+    model = _load_remote_model(source, posixpath.basename(cfg.init_from))
+    if model.config != get_config(cfg.variant):
+        raise ValueError(f"init_from {cfg.init_from} is not a {cfg.variant!r} model")
+    for number in (1, 2):
+        meta = {"variant": cfg.variant, "stage": str(number), "init_from": cfg.init_from}
+        _save_remote_model(model, out, _stage_file(number), meta)
+    log.info("continuing from %s (it stands in for stages 1 and 2)", cfg.init_from)
+
+
 def train(cfg: TrainConfig) -> list[StageResult]:
     """Run the configured stages in order, stopping at the first one that is not finished; export after stage 3."""
     out = resolve(cfg.out, cfg.s3())
     write_bytes_atomic(out.fs, out.path("train_config.json"), cfg.model_dump_json(indent=2).encode())
+    if cfg.init_from:
+        _seed_from_model(cfg, out)
     results = []
     for number in cfg.stages():
         result = run_stage(cfg, number)

@@ -12,15 +12,17 @@ import uuid
 import numpy as np
 import pyarrow.fs as pafs
 import pytest
+import torch
 from PIL import Image
 from skimage import data as skdata
 
+import dagn
 from dagn import jpeg
-from dagn.checkpoint import load_model, read_metadata
+from dagn.checkpoint import load_model, read_metadata, save_model
 from dagn.inference import Restorer
 from dagn.metrics import psnr
 from pipeline.storage import list_files, read_bytes, resolve, write_bytes_atomic
-from pipeline.train import TrainConfig, train
+from pipeline.train import TrainConfig, _seed_from_model, train
 from pipeline.train_data import TRAINING_DEGRADATION, DataConfig
 
 pytestmark = pytest.mark.slow
@@ -123,3 +125,18 @@ def test_a_stage_needs_the_previous_one(tmp_path):
     with pytest.raises(RuntimeError, match="stage 2 finished first"):
         train(cfg)
     assert isinstance(resolve(cfg.out).fs, pafs.LocalFileSystem)
+
+
+def test_init_from_stands_in_for_stages_1_and_2(tmp_path):
+    """Continuing from a model file (e.g. the shipped weights) seeds stage 3 with it, once, for the matching variant."""
+    torch.manual_seed(3)
+    source = save_model(dagn.build_model("tiny"), tmp_path / "shipped.safetensors")
+    cfg = TrainConfig(variant="tiny", data=str(tmp_path), out=str(tmp_path / "out"), init_from=str(source))
+    _seed_from_model(cfg, resolve(cfg.out))
+    for n in (1, 2):
+        seeded = tmp_path / "out" / f"stage{n}.safetensors"
+        assert read_metadata(seeded)["init_from"] == str(source)
+        torch.testing.assert_close(load_model(seeded).state_dict(), load_model(source).state_dict())
+    wrong = TrainConfig(variant="small", data=str(tmp_path), out=str(tmp_path / "other"), init_from=str(source))
+    with pytest.raises(ValueError, match="not a 'small' model"):
+        _seed_from_model(wrong, resolve(wrong.out))
