@@ -169,7 +169,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--workers", type=int, default=None, help="model actors (default: 1 on CPU, GPUs on cuda)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads per actor (default: CPUs/workers)")
-    parser.add_argument("--cpus-per-worker", type=float, default=1.0)
+    parser.add_argument("--cpus-per-worker", type=float, default=None, help="default: what fits (see RestoreConfig)")
     parser.add_argument("--io-cpus", type=float, default=0.25)
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--tile", type=int, default=512, help="0: whole images")
@@ -199,7 +199,7 @@ def main() -> None:
     print(_device_line(args.device))
     print(
         f"config: variant={args.variant} device={args.device} workers={args.workers} "
-        f"threads/worker={args.threads or 'auto'} cpus/worker={args.cpus_per_worker} io_cpus={args.io_cpus} "
+        f"threads/worker={args.threads or 'auto'} cpus/worker={args.cpus_per_worker or 'auto'} io_cpus={args.io_cpus} "
         f"batch={args.batch_size} tile={args.tile or 'none'}; Ray cluster {ray.cluster_resources()}"
     )
     print(f"inputs: {len(files)} JPEGs (QF {args.quality}), {megapixels:.1f} MP, from {args.images}")

@@ -48,7 +48,15 @@ from pipeline.manifest import (
 )
 from pipeline.storage import Location, S3Settings, is_s3, list_entries, read_bytes, redact, resolve, write_bytes_atomic
 
-__all__ = ["RestoreConfig", "RestoreSummary", "build_pipeline", "check_weights", "plan_restore", "run_restore"]
+__all__ = [
+    "RestoreConfig",
+    "RestoreSummary",
+    "actor_resources",
+    "build_pipeline",
+    "check_weights",
+    "plan_restore",
+    "run_restore",
+]
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +82,11 @@ class RestoreConfig(BaseModel):
     quality: int = Field(95, ge=1, le=100, description="JPEG / WebP quality of the outputs.")
     workers: int = Field(1, ge=1, description="Model actors (one model copy each); on GPU clusters, GPUs / G.")
     gpus_per_worker: float = Field(0.0, ge=0, description="GPUs per model actor; 0 runs on CPU.")
-    cpus_per_worker: float = Field(1.0, gt=0, description="CPUs reserved per model actor (fractions allowed).")
+    cpus_per_worker: float | None = Field(
+        None,
+        gt=0,
+        description="CPUs reserved per model actor; default: 1 on GPU, on CPU what fits beside the I/O tasks.",
+    )
     threads_per_worker: int | None = Field(
         None, ge=1, description="Torch threads per model actor; default: the cluster's CPUs / workers on CPU, 2 on GPU."
     )
@@ -465,15 +477,37 @@ def encode_and_write(batch: pa.Table, *, dst: str, s3: S3Settings, quality: int,
 # -- composition ---------------------------------------------------------------------------------------------------
 
 
-def _threads(cfg: RestoreConfig) -> int:
-    if cfg.threads_per_worker is not None:
-        return cfg.threads_per_worker
-    if cfg.gpus_per_worker > 0:
-        return 2
-    import ray
+def actor_resources(cfg: RestoreConfig, cluster_cpus: float) -> tuple[float, int]:
+    """(CPUs reserved, torch threads) per model actor.
 
-    cpus = int(ray.cluster_resources().get("CPU", os.cpu_count() or 1))
-    return max(1, cpus // cfg.workers)
+    Ray waits forever, without an error, when the stages together ask for more CPUs than the cluster has, so on CPU
+    the default reservation fits ``workers`` actors plus one read and one write task into ``cluster_cpus``; torch
+    threads default to the cluster's CPUs shared among the actors (their compute, not the reservation, is what
+    keeps the cores busy). On GPU an actor reserves 1 CPU and runs 2 threads (the GPU does the work).
+    """
+    gpu = cfg.gpus_per_worker > 0
+    if cfg.cpus_per_worker is not None:
+        cpus = cfg.cpus_per_worker
+    elif gpu or cluster_cpus <= 0:  # no CPUs reported yet (an autoscaling cluster): let Ray scale for 1 each
+        cpus = 1.0
+    else:
+        cpus = round(min(1.0, max(0.05, (cluster_cpus - 2 * cfg.io_cpus) / cfg.workers)), 2)
+    if cfg.threads_per_worker is not None:
+        threads = cfg.threads_per_worker
+    else:
+        threads = 2 if gpu else max(1, int(cluster_cpus or os.cpu_count() or 1) // cfg.workers)
+    needed = cfg.workers * cpus + 2 * cfg.io_cpus
+    if not gpu and 0 < cluster_cpus < needed:
+        log.warning(
+            "%d actors x %.2f CPUs + 2 x %.2f I/O CPUs = %.2f CPUs > the %.0f this cluster has: the run waits until "
+            "the cluster grows (it would hang on a fixed-size one); lower --workers or cpus_per_worker",
+            cfg.workers,
+            cpus,
+            cfg.io_cpus,
+            needed,
+            cluster_cpus,
+        )
+    return cpus, threads
 
 
 def build_pipeline(cfg: RestoreConfig, todo: list[tuple[str, int]], run_id: str):
@@ -481,6 +515,7 @@ def build_pipeline(cfg: RestoreConfig, todo: list[tuple[str, int]], run_id: str)
     import ray
 
     src, dst = _location(cfg.src, cfg.s3), _location(cfg.dst, cfg.s3)
+    actor_cpus, threads = actor_resources(cfg, ray.cluster_resources().get("CPU", 0.0))
     keys = [k for k, _ in todo]
     # One block per model batch keeps the first results (and the first manifest parts) early and the stream even.
     blocks = [pa.table({"key": keys[i : i + cfg.batch_size]}) for i in range(0, len(keys), cfg.batch_size)]
@@ -505,7 +540,7 @@ def build_pipeline(cfg: RestoreConfig, todo: list[tuple[str, int]], run_id: str)
         batch_format="pyarrow",
         batch_size=cfg.batch_size,
         compute=ray.data.ActorPoolStrategy(size=cfg.workers),
-        num_cpus=cfg.cpus_per_worker,
+        num_cpus=actor_cpus,
         num_gpus=cfg.gpus_per_worker or None,
         fn_constructor_kwargs={
             "weights": cfg.weights,
@@ -514,7 +549,7 @@ def build_pipeline(cfg: RestoreConfig, todo: list[tuple[str, int]], run_id: str)
             "tile": cfg.tile,
             "tile_overlap": cfg.tile_overlap,
             "batch_size": cfg.batch_size,
-            "threads": _threads(cfg),
+            "threads": threads,
         },
     )
     return ds.map_batches(

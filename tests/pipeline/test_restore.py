@@ -19,7 +19,7 @@ from PIL import Image, ImageCms, ImageOps
 import dagn
 from dagn.checkpoint import save_model
 from pipeline.manifest import MANIFEST_DIR, read_manifest
-from pipeline.restore import RestoreConfig, plan_restore, run_restore
+from pipeline.restore import RestoreConfig, actor_resources, plan_restore, run_restore
 from pipeline.storage import resolve
 
 pytestmark = pytest.mark.slow
@@ -210,3 +210,13 @@ def test_bad_configs_are_refused(tmp_path):
         plan_restore(cfg, resolve(cfg.src), resolve(cfg.dst), "run")
     with pytest.raises(FileNotFoundError, match="model file not found"):
         run_restore(cfg.model_copy(update={"weights": str(tmp_path / "missing.safetensors")}))
+
+
+def test_actor_resources_never_overcommit_a_small_cluster():
+    def cfg(**kw):
+        return RestoreConfig(src="a", dst="b", **kw)
+
+    assert actor_resources(cfg(), 2.0) == (1.0, 2)  # 1 actor + 2 x 0.25 I/O fits 2 CPUs
+    assert actor_resources(cfg(workers=2), 2.0) == (0.75, 1)
+    assert actor_resources(cfg(workers=4, gpus_per_worker=1), 64.0) == (1.0, 2)
+    assert actor_resources(cfg(cpus_per_worker=0.5, threads_per_worker=3), 2.0) == (0.5, 3)
