@@ -22,17 +22,21 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=1024, help="square input side (1024 = 1.05 MP)")
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast and channels_last")
+    parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast")
+    parser.add_argument(
+        "--contiguous", action="store_true", help="NCHW-contiguous tensors instead of channels_last (what dagn uses)"
+    )
     args = parser.parse_args()
 
     device = torch.device(args.device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
     print(f"device: {device} ({name}), torch {torch.__version__}, threads {torch.get_num_threads()}")
-    print(f"input: 1 x 3 x {args.size} x {args.size} ({args.size**2 / 1e6:.2f} MP), bf16={args.bf16}")
+    layout = "contiguous" if args.contiguous else "channels_last"
+    print(f"input: 1 x 3 x {args.size} x {args.size} ({args.size**2 / 1e6:.2f} MP), bf16={args.bf16}, {layout}")
     for variant in args.variants:
         model = dagn.build_model(variant).eval().to(device)
         x = torch.rand(1, 3, args.size, args.size, device=device)
-        if args.bf16:
+        if not args.contiguous:
             model, x = model.to(memory_format=torch.channels_last), x.to(memory_format=torch.channels_last)
         times = []
         with torch.inference_mode(), torch.autocast(device.type, torch.bfloat16, enabled=args.bf16):
