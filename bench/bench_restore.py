@@ -1,13 +1,16 @@
 """Batch-restore throughput: the Ray Data pipeline vs a plain single-process loop, same images, same model, one run.
 
 Both sides do the whole job per image: read the file, decode (EXIF, ICC, alpha rules), restore with
-:class:`dagn.Restorer`, encode, write. The loop is the simplest correct program (one image at a time, all cores to
-torch); the pipeline is ``pipeline.restore.run_restore`` on a local Ray, timed from the call to its return
-(planning, actor start-up and model load included; ``ray.init`` excluded, since a cluster is already up in
-production). The two alternate ``--repeats`` times and the best time of each is kept, so load from other processes
-on a shared machine skews the ratio less. Peak memory is the proportional set size (PSS: shared pages split fairly,
-so Ray's shared-memory object store is not double counted), sampled every 0.1 s: of this process alone for the loop,
-of this process and all its descendants (Ray's daemons and workers) for the pipeline.
+:class:`dagn.Restorer`, encode, write. The loop is the simplest correct program (one image at a time), timed with
+torch on all cores and with one thread; the faster of the two is the baseline. The pipeline is
+``pipeline.restore.run_restore`` on a local Ray with its default model stage (``actor_resources``), timed from the
+call to its return (planning, actor start-up and model load included; ``ray.init`` excluded, since a cluster is
+already up in production). Loops and pipeline alternate ``--repeats`` times and the best time of each is kept, so
+load from other processes on a shared machine skews the ratio less; the CPU seconds each side used (process tree)
+and the load average are printed too, to tell overhead from contention. Peak memory is the proportional set size
+(PSS: shared pages split fairly, so Ray's shared-memory object store is not double counted), sampled every 0.5 s (a
+sample of a Ray process tree costs ~10-20 ms of CPU, so sampling faster would slow the pipeline it measures): of this
+process alone for the loop, of this process and all its descendants (Ray's daemons and workers) for the pipeline.
 
 CPU (this machine):
     .venv/bin/python bench/bench_restore.py --images ../shared/datasets/eval/live1_color --repeat 4
@@ -36,13 +39,24 @@ from pipeline.codec import OutputFormat, decode_image, encode_image, output_form
 from pipeline.restore import RestoreConfig, run_restore
 
 
-class PeakMemory:
-    """Peak PSS (bytes) of this process and its descendants, sampled in a background thread."""
+class TreeMonitor:
+    """Peak PSS (bytes) and CPU seconds of this process (and, with ``tree``, its descendants), sampled in a thread.
 
-    def __init__(self, interval: float = 0.1, tree: bool = True) -> None:
+    CPU time per process is the last value seen before it exited, so processes that live less than one interval
+    are missed; Ray's workers live for the whole run.
+    """
+
+    def __init__(self, interval: float = 0.5, tree: bool = True) -> None:
         self.interval, self.tree, self.peak = interval, tree, 0
+        self._cpu: dict[int, float] = {}
+        self._cpu_start: dict[int, float] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
+        self._tick = os.sysconf("SC_CLK_TCK")
+
+    @property
+    def cpu_seconds(self) -> float:
+        return sum(v - self._cpu_start.get(pid, 0.0) for pid, v in self._cpu.items())
 
     @staticmethod
     def _children() -> dict[int, list[int]]:
@@ -66,14 +80,30 @@ class PeakMemory:
             pass
         return 0
 
-    def sample(self) -> int:
+    def _cpu_of(self, pid: int) -> float | None:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return None
+        return (int(fields[11]) + int(fields[12])) / self._tick  # utime + stime
+
+    def _pids(self) -> list[int]:
         if not self.tree:
-            return self._pss(os.getpid())
-        tree, todo, total = self._children(), [os.getpid()], 0
+            return [os.getpid()]
+        tree, todo, found = self._children(), [os.getpid()], []
         while todo:
             pid = todo.pop()
-            total += self._pss(pid)
+            found.append(pid)
             todo += tree.get(pid, [])
+        return found
+
+    def sample(self) -> int:
+        total = 0
+        for pid in self._pids():
+            total += self._pss(pid)
+            cpu = self._cpu_of(pid)
+            if cpu is not None:
+                self._cpu[pid] = cpu
         return total
 
     def _run(self) -> None:
@@ -81,13 +111,16 @@ class PeakMemory:
             self.peak = max(self.peak, self.sample())
             self._stop.wait(self.interval)
 
-    def __enter__(self) -> PeakMemory:
+    def __enter__(self) -> TreeMonitor:
+        self.sample()
+        self._cpu_start = dict(self._cpu)  # count only what is used from now on
         self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
+        self.sample()
 
 
 def prepare_inputs(images: Path, folder: Path, repeat: int, quality: int) -> list[Path]:
@@ -107,9 +140,17 @@ def prepare_inputs(images: Path, folder: Path, repeat: int, quality: int) -> lis
     return written
 
 
-def plain_loop(files: list[Path], src: Path, dst: Path, args: argparse.Namespace, weights: Path) -> float:
-    """The single-process baseline; returns seconds (model load included, like the pipeline's actor start)."""
+def plain_loop(
+    files: list[Path], src: Path, dst: Path, args: argparse.Namespace, weights: Path, threads: int
+) -> tuple[float, float]:
+    """The single-process baseline with ``threads`` torch threads.
+
+    Returns (seconds, steady images/s): the whole run (model load included, like the pipeline's actor start-up) and
+    the rate after the first image.
+    """
+    torch.set_num_threads(threads)
     start = time.perf_counter()
+    first = None
     restorer = dagn.Restorer(weights, device=args.device, tile=args.tile or None, batch_size=1)
     for path in files:
         key = path.relative_to(src).as_posix()
@@ -126,11 +167,13 @@ def plain_loop(files: list[Path], src: Path, dst: Path, args: argparse.Namespace
         out = dst / key
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_bytes(data)
-    return time.perf_counter() - start
+        first = first or time.perf_counter()
+    end = time.perf_counter()
+    return end - start, (len(files) - 1) / (end - first) if end > first else float("nan")
 
 
-def ray_pipeline(src: Path, dst: Path, args: argparse.Namespace, weights: Path) -> tuple[float, int]:
-    cfg = RestoreConfig(
+def _config(src: Path, dst: Path, args: argparse.Namespace, weights: Path) -> RestoreConfig:
+    return RestoreConfig(
         src=str(src),
         dst=str(dst),
         weights=str(weights),
@@ -142,9 +185,19 @@ def ray_pipeline(src: Path, dst: Path, args: argparse.Namespace, weights: Path) 
         tile=args.tile or None,
         io_cpus=args.io_cpus,
     )
+
+
+def ray_pipeline(src: Path, dst: Path, args: argparse.Namespace, weights: Path) -> tuple[float, int, float]:
+    """Returns (seconds, images restored, steady images/s after the first batch of results arrived)."""
+    arrivals: list[tuple[float, int]] = []
     start = time.perf_counter()
-    summary = run_restore(cfg)
-    return time.perf_counter() - start, summary.ok
+    summary = run_restore(
+        _config(src, dst, args, weights), on_rows=lambda rows: arrivals.append((time.perf_counter(), len(rows)))
+    )
+    end = time.perf_counter()
+    after_first = sum(n for _, n in arrivals[1:])
+    steady = after_first / (end - arrivals[0][0]) if len(arrivals) > 1 else float("nan")
+    return end - start, summary.ok, steady
 
 
 def _device_line(device: str) -> str:
@@ -167,19 +220,17 @@ def main() -> None:
     parser.add_argument("--quality", type=int, default=10, help="JPEG quality of the prepared inputs")
     parser.add_argument("--variant", default="small", help="DAGN variant (random weights: speed only)")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    parser.add_argument("--workers", type=int, default=None, help="model actors (default: 1 on CPU, GPUs on cuda)")
+    parser.add_argument("--workers", type=int, default=None, help="model actors (default: RestoreConfig's)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads per actor (default: CPUs/workers)")
     parser.add_argument("--cpus-per-worker", type=float, default=None, help="default: what fits (see RestoreConfig)")
     parser.add_argument("--io-cpus", type=float, default=0.25)
-    parser.add_argument("--batch-size", type=int, default=4)
-    parser.add_argument("--tile", type=int, default=512, help="0: whole images")
+    parser.add_argument("--batch-size", type=int, default=None, help="default: RestoreConfig's (1 on CPU)")
+    parser.add_argument("--tile", type=int, default=1024, help="0: whole images")
     parser.add_argument("--repeats", type=int, default=2, help="alternating timed runs of each side; best kept")
     parser.add_argument("--scratch", type=Path, default=None, help="work folder (default: a temporary one)")
     args = parser.parse_args()
     if args.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda: no CUDA device visible")
-    if args.workers is None:
-        args.workers = torch.cuda.device_count() if args.device == "cuda" else 1
 
     import ray
 
@@ -197,35 +248,68 @@ def main() -> None:
     DataContext.get_current().enable_progress_bars = False
 
     print(_device_line(args.device))
+    from pipeline.restore import actor_resources
+
+    actors = actor_resources(_config(src, scratch / "x", args, weights), ray.cluster_resources())
     print(
-        f"config: variant={args.variant} device={args.device} workers={args.workers} "
-        f"threads/worker={args.threads or 'auto'} cpus/worker={args.cpus_per_worker or 'auto'} io_cpus={args.io_cpus} "
-        f"batch={args.batch_size} tile={args.tile or 'none'}; Ray cluster {ray.cluster_resources()}"
+        f"config: variant={args.variant} device={args.device} batch={args.batch_size} tile={args.tile or 'none'} "
+        f"io_cpus={args.io_cpus}; model stage {actors}; Ray cluster CPU={ray.cluster_resources().get('CPU')}"
     )
     print(f"inputs: {len(files)} JPEGs (QF {args.quality}), {megapixels:.1f} MP, from {args.images}")
 
-    loop_times, ray_times, loop_mem, ray_mem = [], [], 0, 0
+    # The baseline is the better of two plain loops: torch on all cores, and one thread (which wins when other work
+    # shares the machine: intra-op threads then wait on each other).
+    loop_threads = sorted({1, os.cpu_count() or 1})
+    loop_times: dict[int, list[float]] = {t: [] for t in loop_threads}
+    loop_steady: dict[int, list[float]] = {t: [] for t in loop_threads}
+    loop_cpu: dict[int, list[float]] = {t: [] for t in loop_threads}
+    ray_times, ray_steady, ray_cpu, loop_mem, ray_mem = [], [], [], 0, 0
+    default_threads = torch.get_num_threads()
     for r in range(args.repeats):
-        out = scratch / f"loop{r}"
-        with PeakMemory(tree=False) as mem:  # the loop is this process alone (Ray's idle daemons left out)
-            loop_times.append(plain_loop(files, src, out, args, weights))
-        loop_mem = max(loop_mem, mem.peak)
-        shutil.rmtree(out)
+        for threads in loop_threads:
+            out = scratch / f"loop{r}-{threads}"
+            with TreeMonitor(tree=False) as mon:  # the loop is this process alone (Ray's idle daemons left out)
+                seconds, steady = plain_loop(files, src, out, args, weights, threads)
+            loop_times[threads].append(seconds)
+            loop_steady[threads].append(steady)
+            loop_mem = max(loop_mem, mon.peak)
+            loop_cpu[threads].append(mon.cpu_seconds)
+            shutil.rmtree(out)
+        torch.set_num_threads(default_threads)
         out = scratch / f"ray{r}"
-        with PeakMemory() as mem:
-            seconds, ok = ray_pipeline(src, out, args, weights)
-        ray_mem = max(ray_mem, mem.peak)
+        with TreeMonitor() as mon:
+            seconds, ok, steady = ray_pipeline(src, out, args, weights)
+        ray_mem, ray_cpu = max(ray_mem, mon.peak), [*ray_cpu, mon.cpu_seconds]
         shutil.rmtree(out)
         if ok != len(files):
             raise SystemExit(f"the pipeline restored {ok} of {len(files)} images")
-        print(f"  repeat {r}: loop {loop_times[-1]:.1f} s, ray {seconds:.1f} s", flush=True)
         ray_times.append(seconds)
+        ray_steady.append(steady)
+        loops = ", ".join(f"loop {t} thr {loop_times[t][-1]:.1f} s ({loop_cpu[t][-1]:.0f} CPU-s)" for t in loop_threads)
+        print(
+            f"  repeat {r}: {loops}, ray {seconds:.1f} s ({ray_cpu[-1]:.0f} CPU-s); "
+            f"load average {os.getloadavg()[0]:.1f}",
+            flush=True,
+        )
 
-    loop_s, ray_s = min(loop_times), min(ray_times)
-    print(f"plain loop : {loop_s:7.1f} s  {len(files) / loop_s:6.2f} images/s  {megapixels / loop_s:6.2f} MP/s")
-    print(f"ray         : {ray_s:7.1f} s  {len(files) / ray_s:6.2f} images/s  {megapixels / ray_s:6.2f} MP/s")
-    print(f"throughput ratio ray / loop: {loop_s / ray_s:.2f}  (goal >= 0.9)")
-    print(f"peak memory (PSS, process tree): loop {loop_mem / 2**30:.2f} GiB, ray {ray_mem / 2**30:.2f} GiB")
+    n = len(files)
+    best = min(loop_threads, key=lambda t: min(loop_times[t]))
+    loop_s, ray_s = min(loop_times[best]), min(ray_times)
+    for t in loop_threads:
+        s = min(loop_times[t])
+        print(
+            f"plain loop, {t} thread(s): {s:7.1f} s  {n / s:6.2f} images/s  {megapixels / s:6.2f} MP/s"
+            f"  (steady {max(loop_steady[t]):.2f} images/s)"
+        )
+    print(
+        f"ray pipeline            : {ray_s:7.1f} s  {n / ray_s:6.2f} images/s  {megapixels / ray_s:6.2f} MP/s"
+        f"  (steady {max(ray_steady):.2f} images/s)"
+    )
+    print(f"throughput ratio ray / best loop ({best} thread(s)): {loop_s / ray_s:.2f}  (goal >= 0.9)")
+    best_steady = max(max(v) for v in loop_steady.values())
+    print(f"steady-state ratio (after the first result, start-up left out): {max(ray_steady) / best_steady:.2f}")
+    print(f"CPU seconds per image (least of the runs): loop {min(loop_cpu[best]) / n:.2f}, ray {min(ray_cpu) / n:.2f}")
+    print(f"peak memory (PSS): loop {loop_mem / 2**30:.2f} GiB (process), ray {ray_mem / 2**30:.2f} GiB (process tree)")
     ray.shutdown()
     if args.scratch is None:
         shutil.rmtree(scratch, ignore_errors=True)

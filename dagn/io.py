@@ -8,13 +8,21 @@ Two representations meet here:
 Rounding back to uint8 is round-half-to-even after clamping to [0, 1] (``torch.round``), so an array survives
 ``to_tensor`` -> ``to_array`` unchanged. PIL images enter through :func:`split_alpha` and leave through
 :func:`merge_alpha`; how each PIL mode maps onto an array is decided there and nowhere else.
+
+torch is imported inside the tensor functions only: the PIL/array half of this module serves processes that decode
+and encode images without ever running a model (the restore pipeline's I/O workers), and torch costs them ~2 s of
+start-up each.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
 from PIL import Image
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = [
     "UnsupportedModeError",
@@ -69,6 +77,8 @@ def to_tensor(images: np.ndarray | list[np.ndarray], device: str | torch.device 
         images: one array (N = 1) or a list of arrays of identical shape.
         device: where the tensor goes; the uint8 data is moved before the float conversion (4x less traffic).
     """
+    import torch
+
     batch = [check_image(im) for im in (images if isinstance(images, list) else [images])]
     if not batch:
         raise ValueError("no images to convert")
@@ -83,6 +93,8 @@ def to_tensor(images: np.ndarray | list[np.ndarray], device: str | torch.device 
 
 def to_arrays(tensor: torch.Tensor) -> list[np.ndarray]:
     """float (N, C, H, W) in [0, 1] -> N uint8 arrays, H x W for C = 1 and H x W x 3 for C = 3."""
+    import torch
+
     if tensor.ndim != 4 or tensor.shape[1] not in (1, 3):
         raise ValueError(f"expected a (N, 1 or 3, H, W) tensor, got shape {tuple(tensor.shape)}")
     data = tensor.detach().float().clamp(0.0, 1.0).mul(255.0).round().to(torch.uint8)

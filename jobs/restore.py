@@ -31,13 +31,17 @@ def restore(
         typer.Option(help="Output format; 'same' keeps JPEG/PNG/WebP as they are and writes others as PNG."),
     ] = None,
     quality: Annotated[int | None, typer.Option(help="JPEG/WebP quality of the outputs (default 95).")] = None,
-    workers: Annotated[int | None, typer.Option(help="Model actors, each with its own copy of the model.")] = None,
+    workers: Annotated[
+        int | None, typer.Option(help="Model actors (one model copy each). Default: one per GPU, or one per CPU.")
+    ] = None,
     gpus_per_worker: Annotated[
         float | None, typer.Option(help="GPUs per model actor; 0 (default) runs on CPU.")
     ] = None,
-    batch_size: Annotated[int | None, typer.Option(help="Images (or tiles) per model call (default 4).")] = None,
+    batch_size: Annotated[
+        int | None, typer.Option(help="Images (or tiles) per model call (default: 1 on CPU, 8 on GPU).")
+    ] = None,
     tile: Annotated[
-        int | None, typer.Option(help="Tile side for large images (default 512); 0 runs every image whole.")
+        int | None, typer.Option(help="Tile side for larger images (default 1024); 0 runs every image whole.")
     ] = None,
     min_qf: Annotated[int | None, typer.Option(help="Restore only JPEGs with an estimated quality >= this.")] = None,
     max_qf: Annotated[int | None, typer.Option(help="Restore only JPEGs with an estimated quality <= this.")] = None,

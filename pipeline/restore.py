@@ -4,11 +4,11 @@
 
     plan (driver)       one listing of SRC (or a list file), one listing of DST, the manifest of earlier runs
       |                 -> rows decided without reading anything: done (output exists), QF-skipped before, empty
-    read + decode       tasks (fractional CPU): bytes, QF from the quantization tables, --min-qf/--max-qf, decode
+    read + decode       actors (fractional CPU): bytes, QF from the quantization tables, --min-qf/--max-qf, decode
       |                 with EXIF orientation / ICC / CMYK / alpha / bomb guard; bad input becomes a failed row
     restore             actor pool (ActorPoolStrategy; num_gpus per actor on GPU clusters): dagn.Restorer, tiles
       |                 and same-size batches inside
-    encode + write      tasks: --format / --quality, atomic write to the mirrored key, then the batch's manifest part
+    encode + write      actors: --format / --quality, atomic write to the mirrored key, then the batch's manifest part
       v
     driver              counts rows as they stream in (progress bar), compacts the manifest at the end
 
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import os
 import tempfile
 import time
@@ -49,6 +50,7 @@ from pipeline.manifest import (
 from pipeline.storage import Location, S3Settings, is_s3, list_entries, read_bytes, redact, resolve, write_bytes_atomic
 
 __all__ = [
+    "ActorPlan",
     "RestoreConfig",
     "RestoreSummary",
     "actor_resources",
@@ -80,7 +82,12 @@ class RestoreConfig(BaseModel):
         OutputFormat.same, description="Output format: same (JPEG, PNG, WebP keep theirs; others PNG), png, jpeg, webp."
     )
     quality: int = Field(95, ge=1, le=100, description="JPEG / WebP quality of the outputs.")
-    workers: int = Field(1, ge=1, description="Model actors (one model copy each); on GPU clusters, GPUs / G.")
+    workers: int | None = Field(
+        None,
+        ge=1,
+        description="Model actors, one model copy each; default: GPUs / gpus_per_worker on GPU, on CPU one per CPU "
+        "(up to 16), each with 1 torch thread.",
+    )
     gpus_per_worker: float = Field(0.0, ge=0, description="GPUs per model actor; 0 runs on CPU.")
     cpus_per_worker: float | None = Field(
         None,
@@ -91,10 +98,23 @@ class RestoreConfig(BaseModel):
         None, ge=1, description="Torch threads per model actor; default: the cluster's CPUs / workers on CPU, 2 on GPU."
     )
     io_cpus: float = Field(
-        0.25, gt=0, description="CPUs reserved per read/decode and encode/write task (small: they wait on I/O)."
+        0.25, gt=0, description="CPUs reserved per read/decode and per encode/write actor (small: they wait on I/O)."
     )
-    batch_size: int = Field(4, ge=1, description="Images per model call (same-size images and tiles are batched).")
-    tile: int | None = Field(512, ge=16, description="Tile side for large images; None runs every image whole.")
+    io_workers: int | None = Field(
+        None,
+        ge=1,
+        description="Most read/decode and encode/write actors each (pools grow from 1 as needed); default: 1 on "
+        "CPU, 2 per model actor on GPU.",
+    )
+    batch_size: int | None = Field(
+        None,
+        ge=1,
+        description="Images (same size) or tiles per model call; default 8 on GPU, 1 on CPU (where bigger batches "
+        "only cost cache).",
+    )
+    tile: int | None = Field(
+        1024, ge=16, description="Tile side for images larger than this; None runs every image whole."
+    )
     tile_overlap: int = Field(32, ge=0, description="Minimum overlap between tiles in pixels.")
     min_qf: int | None = Field(None, ge=1, le=100, description="Restore only JPEGs with an estimated QF >= this.")
     max_qf: int | None = Field(None, ge=1, le=100, description="Restore only JPEGs with an estimated QF <= this.")
@@ -313,7 +333,7 @@ def read_and_decode(
     max_qf: int | None,
     max_pixels: int,
 ) -> pa.Table:
-    """Stage 1 (tasks): read each input, estimate its QF, apply the QF filter and decode it (or fail the row)."""
+    """Stage 1: read each input, estimate its QF, apply the QF filter and decode it (or fail the row)."""
     source, target = _location(src, s3), _location(dst, s3)
     rows = []
     for key in batch.column("key").to_pylist():
@@ -389,6 +409,32 @@ def check_weights(cfg: RestoreConfig) -> None:
         raise FileNotFoundError(f"model file not found: {cfg.weights}")
 
 
+class ReadStage:
+    """Actor for stage 1 (:func:`read_and_decode`).
+
+    The I/O stages run in small actor pools rather than as tasks: Ray keeps only about one idle worker process per
+    CPU and kills the rest after a second, so short tasks beside long-lived model actors make it start new worker
+    processes all the time, each paying Python, Ray and library imports again (measured here: ~3 CPU-seconds per
+    process, twice the CPU of the whole job on a 2-core machine). Actors start once.
+    """
+
+    def __init__(self, **options: object) -> None:
+        self.options = options
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        return read_and_decode(batch, **self.options)
+
+
+class WriteStage:
+    """Actor for stage 3 (:func:`encode_and_write`); an actor for the reason given in :class:`ReadStage`."""
+
+    def __init__(self, **options: object) -> None:
+        self.options = options
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        return encode_and_write(batch, **self.options)
+
+
 class RestoreStage:
     """Stage 2 (actors): one :class:`dagn.Restorer` per actor, loaded once; restores the pending rows of a batch."""
 
@@ -439,7 +485,7 @@ class RestoreStage:
 
 
 def encode_and_write(batch: pa.Table, *, dst: str, s3: S3Settings, quality: int, run_id: str) -> pa.Table:
-    """Stage 3 (tasks): encode and atomically write each restored image, then store the batch's manifest part."""
+    """Stage 3: encode and atomically write each restored image, then store the batch's manifest part."""
     target = _location(dst, s3)
     rows = batch.to_pylist()
     for row in rows:
@@ -477,37 +523,70 @@ def encode_and_write(batch: pa.Table, *, dst: str, s3: S3Settings, quality: int,
 # -- composition ---------------------------------------------------------------------------------------------------
 
 
-def actor_resources(cfg: RestoreConfig, cluster_cpus: float) -> tuple[float, int]:
-    """(CPUs reserved, torch threads) per model actor.
+@dataclass(frozen=True)
+class ActorPlan:
+    """How the stages run: ``workers`` model actors, each reserving ``cpus`` and ``gpus``, running ``threads`` and
+    restoring ``batch_size`` images or tiles per call; read and write pools of up to ``io_workers`` actors each."""
 
-    Ray waits forever, without an error, when the stages together ask for more CPUs than the cluster has, so on CPU
-    the default reservation fits ``workers`` actors plus one read and one write task into ``cluster_cpus``; torch
-    threads default to the cluster's CPUs shared among the actors (their compute, not the reservation, is what
-    keeps the cores busy). On GPU an actor reserves 1 CPU and runs 2 threads (the GPU does the work).
+    workers: int
+    cpus: float
+    gpus: float
+    threads: int
+    batch_size: int
+    io_workers: int
+
+
+def actor_resources(cfg: RestoreConfig, cluster: dict[str, float]) -> ActorPlan:
+    """Fill in the model stage's defaults from the cluster's resources (``ray.cluster_resources()``).
+
+    * workers: on GPU, the cluster's GPUs / ``gpus_per_worker`` (at least 1: an autoscaling cluster may have none
+      yet); on CPU one actor per CPU (up to 16), each with one torch thread. Independent single-threaded actors keep
+      every core busy with no intra-op synchronisation, which on a machine shared with other work is several times
+      faster than one actor with many threads (bench/bench_restore.py prints both).
+    * CPUs reserved: Ray waits forever, without an error, when the stages together ask for more CPUs than the cluster
+      has, so on CPU the reservation fits the actors plus one read and one write task; on GPU 1 per actor.
+    * threads: the cluster's CPUs shared among the actors on CPU, 2 on GPU (the GPU does the work).
+    * batch size: 8 on GPU; 1 on CPU, where a batch of 4 costs ~20 % more per image (cache) and gains nothing.
+    * I/O actors: at most 1 read and 1 write actor on CPU (decoding costs ~1 % of restoring there), 2 per model
+      actor on GPU.
     """
     gpu = cfg.gpus_per_worker > 0
+    cluster_cpus = float(cluster.get("CPU", 0.0))
+    if cfg.workers is not None:
+        workers = cfg.workers
+    elif gpu:
+        workers = max(1, int(cluster.get("GPU", 0.0) // cfg.gpus_per_worker))
+    else:
+        workers = max(1, min(16, int(cluster_cpus)))
     if cfg.cpus_per_worker is not None:
         cpus = cfg.cpus_per_worker
     elif gpu or cluster_cpus <= 0:  # no CPUs reported yet (an autoscaling cluster): let Ray scale for 1 each
         cpus = 1.0
     else:
-        cpus = round(min(1.0, max(0.05, (cluster_cpus - 2 * cfg.io_cpus) / cfg.workers)), 2)
+        cpus = round(min(1.0, max(0.05, (cluster_cpus - 2 * cfg.io_cpus) / workers)), 2)
     if cfg.threads_per_worker is not None:
         threads = cfg.threads_per_worker
     else:
-        threads = 2 if gpu else max(1, int(cluster_cpus or os.cpu_count() or 1) // cfg.workers)
-    needed = cfg.workers * cpus + 2 * cfg.io_cpus
+        threads = 2 if gpu else max(1, int(cluster_cpus or os.cpu_count() or 1) // workers)
+    needed = workers * cpus + 2 * cfg.io_cpus  # the I/O pools start with one actor each
     if not gpu and 0 < cluster_cpus < needed:
         log.warning(
             "%d actors x %.2f CPUs + 2 x %.2f I/O CPUs = %.2f CPUs > the %.0f this cluster has: the run waits until "
             "the cluster grows (it would hang on a fixed-size one); lower --workers or cpus_per_worker",
-            cfg.workers,
+            workers,
             cpus,
             cfg.io_cpus,
             needed,
             cluster_cpus,
         )
-    return cpus, threads
+    return ActorPlan(
+        workers=workers,
+        cpus=cpus,
+        gpus=cfg.gpus_per_worker,
+        threads=threads,
+        batch_size=cfg.batch_size or (8 if gpu else 1),
+        io_workers=cfg.io_workers or (2 * workers if gpu else 1),
+    )
 
 
 def build_pipeline(cfg: RestoreConfig, todo: list[tuple[str, int]], run_id: str):
@@ -515,17 +594,23 @@ def build_pipeline(cfg: RestoreConfig, todo: list[tuple[str, int]], run_id: str)
     import ray
 
     src, dst = _location(cfg.src, cfg.s3), _location(cfg.dst, cfg.s3)
-    actor_cpus, threads = actor_resources(cfg, ray.cluster_resources().get("CPU", 0.0))
+    actors = actor_resources(cfg, ray.cluster_resources())
+    log.info("model stage: %s", actors)
     keys = [k for k, _ in todo]
-    # One block per model batch keeps the first results (and the first manifest parts) early and the stream even.
-    blocks = [pa.table({"key": keys[i : i + cfg.batch_size]}) for i in range(0, len(keys), cfg.batch_size)]
+    read_rows = max(actors.batch_size, 4)  # rows per call of the read actors (and per input block at least)
+    write_rows = max(actors.batch_size, 8)  # rows per call of the write actors = per manifest part
+    # Small jobs: at least ~16 blocks, so reads start in parallel and results stream early. Large ones: 64 keys per
+    # block, so a million inputs make ~16k blocks, not a quarter million.
+    rows = max(read_rows, min(64, math.ceil(len(keys) / 16)))
+    blocks = [pa.table({"key": keys[i : i + rows]}) for i in range(0, len(keys), rows)]
     ds = ray.data.from_arrow(blocks)
     ds = ds.map_batches(
-        read_and_decode,
+        ReadStage,
         batch_format="pyarrow",
-        batch_size=cfg.batch_size,
+        batch_size=read_rows,
+        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=actors.io_workers),
         num_cpus=cfg.io_cpus,
-        fn_kwargs={
+        fn_constructor_kwargs={
             "src": src.uri,
             "dst": dst.uri,
             "s3": cfg.s3,
@@ -538,26 +623,27 @@ def build_pipeline(cfg: RestoreConfig, todo: list[tuple[str, int]], run_id: str)
     ds = ds.map_batches(
         RestoreStage,
         batch_format="pyarrow",
-        batch_size=cfg.batch_size,
-        compute=ray.data.ActorPoolStrategy(size=cfg.workers),
-        num_cpus=actor_cpus,
-        num_gpus=cfg.gpus_per_worker or None,
+        batch_size=actors.batch_size,
+        compute=ray.data.ActorPoolStrategy(size=actors.workers),
+        num_cpus=actors.cpus,
+        num_gpus=actors.gpus or None,
         fn_constructor_kwargs={
             "weights": cfg.weights,
             "s3": cfg.s3,
             "device": "cuda" if cfg.gpus_per_worker > 0 else "cpu",
             "tile": cfg.tile,
             "tile_overlap": cfg.tile_overlap,
-            "batch_size": cfg.batch_size,
-            "threads": threads,
+            "batch_size": actors.batch_size,
+            "threads": actors.threads,
         },
     )
     return ds.map_batches(
-        encode_and_write,
+        WriteStage,
         batch_format="pyarrow",
-        batch_size=cfg.batch_size,
+        batch_size=write_rows,
+        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=actors.io_workers),
         num_cpus=cfg.io_cpus,
-        fn_kwargs={"dst": dst.uri, "s3": cfg.s3, "quality": cfg.quality, "run_id": run_id},
+        fn_constructor_kwargs={"dst": dst.uri, "s3": cfg.s3, "quality": cfg.quality, "run_id": run_id},
     )
 
 

@@ -67,7 +67,7 @@ def trained_tiny(natural_image):
     x = torch.from_numpy(degraded).permute(2, 0, 1)[None].float() / 255
     model = dagn.build_model("tiny")
     opt = torch.optim.Adam(model.parameters(), 2e-3)
-    for _ in range(50):
+    for _ in range(40):
         corners = [(rng.integers(0, clean.shape[0] - 64), rng.integers(0, clean.shape[1] - 64)) for _ in range(8)]
         xb = torch.cat([x[..., i : i + 64, j : j + 64] for i, j in corners])
         gb = torch.cat([gt[..., i : i + 64, j : j + 64] for i, j in corners])

@@ -213,10 +213,14 @@ def test_bad_configs_are_refused(tmp_path):
 
 
 def test_actor_resources_never_overcommit_a_small_cluster():
-    def cfg(**kw):
-        return RestoreConfig(src="a", dst="b", **kw)
+    def plan(cluster: dict, **kw) -> tuple:
+        p = actor_resources(RestoreConfig(src="a", dst="b", **kw), cluster)
+        return p.workers, p.cpus, p.gpus, p.threads
 
-    assert actor_resources(cfg(), 2.0) == (1.0, 2)  # 1 actor + 2 x 0.25 I/O fits 2 CPUs
-    assert actor_resources(cfg(workers=2), 2.0) == (0.75, 1)
-    assert actor_resources(cfg(workers=4, gpus_per_worker=1), 64.0) == (1.0, 2)
-    assert actor_resources(cfg(cpus_per_worker=0.5, threads_per_worker=3), 2.0) == (0.5, 3)
+    two_cpus = {"CPU": 2.0}
+    assert plan(two_cpus) == (2, 0.75, 0.0, 1)  # one single-threaded actor per CPU, room for the I/O tasks
+    assert plan(two_cpus, workers=1) == (1, 1.0, 0.0, 2)
+    assert plan({"CPU": 64.0}) == (16, 1.0, 0.0, 4)
+    assert plan({"CPU": 64.0, "GPU": 8.0}, gpus_per_worker=1) == (8, 1.0, 1.0, 2)
+    assert plan({"CPU": 1.0}, gpus_per_worker=0.5) == (1, 1.0, 0.5, 2)  # no GPU yet: autoscaling adds them
+    assert plan(two_cpus, cpus_per_worker=0.5, threads_per_worker=3) == (2, 0.5, 0.0, 3)
