@@ -150,6 +150,7 @@ class RunWriter:
                 path = self.dst.path(f"{MANIFEST_DIR}/{self.run_id}.parquet")
                 write_bytes_atomic(self.dst.fs, path, Path(self._file.name).read_bytes())
             delete_tree(self.dst.fs, self.dst.path(posixpath.join(MANIFEST_DIR, "runs", self.run_id)))
+            _remove_empty_runs_folder(self.dst)
             return path
         finally:
             os.unlink(self._file.name)
@@ -178,7 +179,12 @@ def compact(dst: Location) -> list[str]:
             write_bytes_atomic(dst.fs, dst.path(f"{MANIFEST_DIR}/{run_id}.parquet"), _to_bytes(merged))
         delete_tree(dst.fs, dst.path(posixpath.join(MANIFEST_DIR, "runs", run_id)))
         done.append(run_id)
-    runs = dst.path(f"{MANIFEST_DIR}/runs")
-    if done and not dst.fs.get_file_info(pafs.FileSelector(runs, allow_not_found=True)):
-        delete_tree(dst.fs, runs)  # an empty folder on a local disk (S3 has no empty prefixes)
+    _remove_empty_runs_folder(dst)
     return done
+
+
+def _remove_empty_runs_folder(dst: Location) -> None:
+    """An empty ``runs/`` folder on a local disk (S3 has no empty prefixes) is clutter; drop it."""
+    runs = dst.path(f"{MANIFEST_DIR}/runs")
+    if not dst.fs.get_file_info(pafs.FileSelector(runs, allow_not_found=True)):
+        delete_tree(dst.fs, runs)
