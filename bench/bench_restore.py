@@ -13,7 +13,7 @@ sample of a Ray process tree costs ~10-20 ms of CPU, so sampling faster would sl
 process alone for the loop, of this process and all its descendants (Ray's daemons and workers) for the pipeline.
 
 CPU (this machine):
-    .venv/bin/python bench/bench_restore.py --images ../shared/datasets/eval/live1_color --repeat 4
+    .venv/bin/python bench/bench_restore.py --images ../shared/datasets/eval/live1_color --repeat 8
 GPU (one model actor per GPU, bf16 autocast + channels_last inside dagn.Restorer):
     .venv/bin/python bench/bench_restore.py --device cuda --variant base --batch-size 8 --repeat 20
 """
@@ -216,7 +216,7 @@ def _device_line(device: str) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=Path, default=Path("../shared/datasets/eval/live1_color"))
-    parser.add_argument("--repeat", type=int, default=4, help="copies of the image set (more work per run)")
+    parser.add_argument("--repeat", type=int, default=8, help="copies of the image set (more work per run)")
     parser.add_argument("--quality", type=int, default=10, help="JPEG quality of the prepared inputs")
     parser.add_argument("--variant", default="small", help="DAGN variant (random weights: speed only)")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
