@@ -153,3 +153,4 @@ def _start_ray(address: str | None) -> None:
     context = DataContext.get_current()
     context.enable_progress_bars = False  # ours is the rich bar above
     logging.getLogger("ray.data").setLevel(logging.WARNING)
+    logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)  # "progress bars disabled": we know

@@ -48,6 +48,19 @@ def test_bad_options_fail_before_any_work(tmp_path):
     assert result.exit_code == 2
 
 
+def test_config_file_and_flags_combine(tmp_path):
+    from jobs.restore import _config
+
+    config = tmp_path / "restore.yaml"
+    config.write_text("tile: 256\nquality: 80\nworkers: 3\n")
+    options = {name: None for name in ("weights", "format", "quality", "workers", "gpus_per_worker", "batch_size")}
+    options.update({name: None for name in ("min_qf", "max_qf", "overwrite", "s3_endpoint", "list_file", "max_pixels")})
+    cfg = _config(src="in", dst="out", tile=None, config=config, address=None, **{**options, "quality": 90})
+    assert (cfg.tile, cfg.quality, cfg.workers) == (256, 90, 3)  # flags win, the file fills the rest
+    cfg = _config(src="in", dst="out", tile=0, config=config, address=None, **options)
+    assert cfg.tile is None  # --tile 0: whole images, even over the file's tile
+
+
 def test_restore_s3_prefix_then_resume(ray_local, s3_server, s3_bucket, weights):
     s3 = boto3.client("s3")
     for key, body in {"a.jpg": _jpeg(1), "sub/b.jpg": _jpeg(2, (32, 64)), "broken.jpg": b"\xff\xd8\xff nope"}.items():
