@@ -372,8 +372,12 @@ def _ensure_ray(cfg: TrainConfig) -> None:
         return
     if cfg.ray_address:
         ray.init(address=cfg.ray_address)
-    else:
-        ray.init(include_dashboard=False, object_store_memory=1024 * 2**20)
+    else:  # no dashboard on a local Ray, so no state API either: see pipeline.ray_tweaks
+        ray.init(
+            include_dashboard=False,
+            object_store_memory=1024 * 2**20,
+            runtime_env={"worker_process_setup_hook": "pipeline.ray_tweaks.quiet_state_api_warnings"},
+        )
 
 
 def _latest_checkpoint_name(location: Location, run_name: str) -> str:

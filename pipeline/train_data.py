@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from dagn import jpeg
 from dagn.degradation import DegradationConfig, degrade
+from pipeline.ray_tweaks import with_idle_backoff
 from pipeline.storage import Location, S3Settings, list_files, read_bytes, resolve
 
 __all__ = [
@@ -155,7 +156,7 @@ def build_train_dataset(
     n_rows = math.ceil(n_samples / cfg.patches_per_image)
     rows = plan_rows(images, n_rows, seed)
     ds = ray.data.from_items(rows, override_num_blocks=max(1, math.ceil(n_rows / cfg.rows_per_task)))
-    return ds.map_batches(
+    return with_idle_backoff(ds).map_batches(
         make_patches,
         batch_size=cfg.rows_per_task,
         num_cpus=cfg.num_cpus,

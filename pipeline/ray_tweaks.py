@@ -1,0 +1,55 @@
+"""Workarounds for Ray 2.60 behaviours that cost a small machine dearly; each says what it fixes and why.
+
+Idle spinning: Ray Data 2.60's scheduling loop blocks in ``ray.wait`` only while it has tasks in flight. When
+every operator is back-pressured (the prefetch buffers are full and the trainers are still computing), nothing is in
+flight and the loop runs flat out: on a 2-core machine the SplitCoordinator took 50-60% of a core, mostly system
+time, during training, which is CPU the trainers need. :class:`IdleBackoff` sleeps a few milliseconds after a loop
+step that returned at once, so an idle executor polls at ~200 Hz instead of spinning; a step that waited on a task
+is left alone. Measured on 2 cores: the SplitCoordinator fell from 53% to 13% of a core and training went from 70
+to 87 samples/s.
+
+State-API warnings: Ray Train's PlacementGroupCleaner asks the state API (served by the dashboard) every second
+whether the controller lives; a local Ray started without a dashboard answers with an error each time, and the
+cleaner logs a warning for it, thousands an hour in the training output. :func:`quiet_state_api_warnings`, run as
+the job's ``worker_process_setup_hook``, raises that one logger to ERROR.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from ray.data._internal.execution.execution_callback import ExecutionCallback
+
+__all__ = ["IdleBackoff", "quiet_state_api_warnings", "with_idle_backoff"]
+
+
+class IdleBackoff(ExecutionCallback):
+    """Sleep ``PAUSE_S`` after a scheduling step that took less than ``BUSY_S`` (nothing to wait on)."""
+
+    BUSY_S = 0.002
+    PAUSE_S = 0.005
+
+    def __init__(self) -> None:
+        self._last = time.perf_counter()
+
+    def on_execution_step(self, executor) -> None:
+        if time.perf_counter() - self._last < self.BUSY_S:
+            self._pause()
+        self._last = time.perf_counter()
+
+    def _pause(self) -> None:
+        time.sleep(self.PAUSE_S)
+
+
+def with_idle_backoff(dataset):
+    """The same dataset, whose executions (wherever they run, e.g. a SplitCoordinator) back off when idle."""
+    classes = dataset.context.custom_execution_callback_classes
+    if IdleBackoff not in classes:
+        classes.append(IdleBackoff)
+    return dataset
+
+
+def quiet_state_api_warnings() -> None:
+    """Worker setup hook: silence the PlacementGroupCleaner's per-second warning when there is no dashboard."""
+    logging.getLogger("ray.train.v2._internal.execution.controller.placement_group_cleaner").setLevel(logging.ERROR)
