@@ -35,11 +35,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from dagn.jpeg import estimate_quality
 from pipeline.manifest import new_run_id, read_manifest
-from pipeline.storage import Location, S3Settings, is_s3, read_bytes, redact, resolve, write_bytes_atomic
+from pipeline.storage import Extensions, Location, S3Settings, is_s3, read_bytes, redact, resolve, write_bytes_atomic
 
 __all__ = [
     "JPEG_EXTENSIONS",
@@ -101,7 +101,7 @@ class CleanConfig(BaseModel):
     incremental: bool = Field(
         True, description="Reuse the previous report's findings for files whose size and mtime are unchanged."
     )
-    extensions: tuple[str, ...] = Field(JPEG_EXTENSIONS, description="File extensions scanned (case-insensitive).")
+    extensions: Extensions = Field(JPEG_EXTENSIONS, description="File extensions scanned (case-insensitive).")
     header_bytes: int = Field(
         65536, ge=1024, description="Bytes read per file for the scan (more only when its headers run longer)."
     )
@@ -114,15 +114,6 @@ class CleanConfig(BaseModel):
     )
     s3_endpoint: str | None = Field(None, description="S3-compatible endpoint URL (default: AWS_ENDPOINT_URL / AWS).")
     s3_region: str | None = Field(None, description="S3 region (default: AWS_REGION or us-east-1).")
-
-    @field_validator("extensions", mode="before")
-    @classmethod
-    def _normalise_extensions(cls, value: object) -> object:
-        if isinstance(value, str):
-            value = value.split(",")
-        if isinstance(value, (list, tuple)):
-            return tuple(("." + str(v).strip().lower().lstrip(".")) for v in value if str(v).strip())
-        return value
 
     @model_validator(mode="after")
     def _check(self) -> CleanConfig:

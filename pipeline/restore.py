@@ -33,7 +33,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.fs as pafs
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from dagn.jpeg import estimate_quality
 from pipeline.codec import DecodeError, EncodeError, OutputFormat, decode_image, encode_image, output_format, output_key
@@ -47,7 +47,17 @@ from pipeline.manifest import (
     read_manifest,
     write_part,
 )
-from pipeline.storage import Location, S3Settings, is_s3, list_entries, read_bytes, redact, resolve, write_bytes_atomic
+from pipeline.storage import (
+    Extensions,
+    Location,
+    S3Settings,
+    is_s3,
+    list_entries,
+    read_bytes,
+    redact,
+    resolve,
+    write_bytes_atomic,
+)
 
 __all__ = [
     "ActorPlan",
@@ -122,18 +132,9 @@ class RestoreConfig(BaseModel):
     max_pixels: int = Field(
         100_000_000, ge=1, description="Refuse images with more pixels than this (decompression bomb guard)."
     )
-    extensions: tuple[str, ...] = Field(DEFAULT_EXTENSIONS, description="Input file extensions (case-insensitive).")
+    extensions: Extensions = Field(DEFAULT_EXTENSIONS, description="Input file extensions (case-insensitive).")
     s3_endpoint: str | None = Field(None, description="S3-compatible endpoint URL (default: AWS_ENDPOINT_URL / AWS).")
     s3_region: str | None = Field(None, description="S3 region (default: AWS_REGION or us-east-1).")
-
-    @field_validator("extensions", mode="before")
-    @classmethod
-    def _normalise_extensions(cls, value: object) -> object:
-        if isinstance(value, str):
-            value = value.split(",")
-        if isinstance(value, (list, tuple)):
-            return tuple(("." + str(v).strip().lower().lstrip(".")) for v in value if str(v).strip())
-        return value
 
     @model_validator(mode="after")
     def _check(self) -> RestoreConfig:

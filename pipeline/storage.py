@@ -10,12 +10,14 @@ import os
 import posixpath
 import uuid
 from pathlib import Path
+from typing import Annotated
 from urllib.parse import urlparse
 
 import pyarrow.fs as pafs
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 __all__ = [
+    "Extensions",
     "Location",
     "S3Settings",
     "delete_tree",
@@ -27,6 +29,19 @@ __all__ = [
     "resolve",
     "write_bytes_atomic",
 ]
+
+
+def _normalise_extensions(value: object) -> object:
+    """ "JPG, .jpeg" or ["jpg", ".JPEG"] -> (".jpg", ".jpeg"): what users type, as ``splitext`` returns it."""
+    if isinstance(value, str):
+        value = value.split(",")
+    if isinstance(value, (list, tuple)):
+        return tuple("." + str(v).strip().lower().lstrip(".") for v in value if str(v).strip())
+    return value
+
+
+Extensions = Annotated[tuple[str, ...], BeforeValidator(_normalise_extensions)]
+"""A config field of file extensions, lower case with a leading dot, given as a list or a comma-separated string."""
 
 
 class S3Settings(BaseModel):
