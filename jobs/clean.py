@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-import yaml
 from rich.console import Console
 from rich.table import Table
 
@@ -22,17 +21,8 @@ def clean_settings(src: str, dst: str | None = None, config: Path | None = None,
     """The :class:`pipeline.clean.CleanConfig` from a YAML file and flags; restore flags merge into its ``restore``."""
     from pipeline.clean import CleanConfig
 
-    restore_flags = {k: v for k, v in (restore_options or {}).items() if v is not None}
-    if restore_flags:
-        from_file: dict = {}
-        if config is not None:
-            try:
-                loaded = yaml.safe_load(Path(config).read_text()) or {}
-            except (OSError, yaml.YAMLError):
-                loaded = {}  # load_settings below reports the unreadable file
-            if isinstance(loaded, dict) and isinstance(loaded.get("restore"), dict):
-                from_file = loaded["restore"]
-        flags["restore"] = {**from_file, **restore_flags}
+    flags.update({f"restore.{name}": value for name, value in (restore_options or {}).items()})
+    flags["s3.endpoint_url"] = flags.pop("s3_endpoint", None)
     return load_settings(CleanConfig, config, src=src, dst=dst, **flags)
 
 

@@ -135,6 +135,7 @@ def _config(**options):
 
     options.pop("address")
     config_file = options.pop("config")
+    options["s3.endpoint_url"] = options.pop("s3_endpoint")
     whole_images = options.get("tile") == 0
     cfg = load_settings(RestoreConfig, config_file, **{**options, "tile": None if whole_images else options["tile"]})
     # --tile 0 must beat a tile size from the YAML file, and None from a flag means "not given", hence the update.

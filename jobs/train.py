@@ -70,18 +70,12 @@ def train(
         "threads_per_worker": threads_per_worker,
         "batch_size": batch_size,
         "name": name,
-        "s3_endpoint": s3_endpoint,
+        "s3.endpoint_url": s3_endpoint,
         "ray_address": ray_address,
         "init_from": init_from,
     }
+    overrides.update({"optim.lr": lr, "data_config.degradation.patch_size": patch_size})
     cfg = load_settings(TrainConfig, config, **overrides)
-    if lr is not None or patch_size is not None:
-        values = cfg.model_dump()
-        if lr is not None:
-            values["optim"]["lr"] = lr
-        if patch_size is not None:
-            values["data_config"]["degradation"]["patch_size"] = patch_size
-        cfg = load_settings(TrainConfig, None, **values)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     results = run_training(cfg)
     for r in results:

@@ -57,7 +57,7 @@ log = logging.getLogger(__name__)
 
 JPEG_EXTENSIONS = (".jpg", ".jpeg", ".jpe", ".jfif")
 REPORTS_DIR = "_reports"
-_SET_BY_CLEAN = {"src", "dst", "list_file", "max_qf", "min_qf", "s3_endpoint", "s3_region", "extensions"}
+_SET_BY_CLEAN = {"src", "dst", "list_file", "max_qf", "min_qf", "s3", "extensions"}
 
 SCAN_SCHEMA = pa.schema(
     [
@@ -112,8 +112,9 @@ class CleanConfig(BaseModel):
         default_factory=dict,
         description="Options of the restore step, as for `dagn restore` (workers, gpus_per_worker, weights, ...).",
     )
-    s3_endpoint: str | None = Field(None, description="S3-compatible endpoint URL (default: AWS_ENDPOINT_URL / AWS).")
-    s3_region: str | None = Field(None, description="S3 region (default: AWS_REGION or us-east-1).")
+    s3: S3Settings = Field(
+        default_factory=S3Settings, description="Where S3 is (endpoint, region); keys come from the AWS_* variables."
+    )
 
     @model_validator(mode="after")
     def _check(self) -> CleanConfig:
@@ -135,10 +136,6 @@ class CleanConfig(BaseModel):
         return self
 
     @property
-    def s3(self) -> S3Settings:
-        return S3Settings(endpoint_url=self.s3_endpoint, region=self.s3_region)
-
-    @property
     def reports_uri(self) -> str:
         return self.reports or posixpath.join(str(self.dst).rstrip("/"), REPORTS_DIR)
 
@@ -151,8 +148,7 @@ class CleanConfig(BaseModel):
             dst=self.dst,
             list_file=list_file,
             max_qf=self.threshold - 1,
-            s3_endpoint=self.s3_endpoint,
-            s3_region=self.s3_region,
+            s3=self.s3,
             **self.restore,
         )
 

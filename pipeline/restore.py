@@ -133,8 +133,9 @@ class RestoreConfig(BaseModel):
         100_000_000, ge=1, description="Refuse images with more pixels than this (decompression bomb guard)."
     )
     extensions: Extensions = Field(DEFAULT_EXTENSIONS, description="Input file extensions (case-insensitive).")
-    s3_endpoint: str | None = Field(None, description="S3-compatible endpoint URL (default: AWS_ENDPOINT_URL / AWS).")
-    s3_region: str | None = Field(None, description="S3 region (default: AWS_REGION or us-east-1).")
+    s3: S3Settings = Field(
+        default_factory=S3Settings, description="Where S3 is (endpoint, region); keys come from the AWS_* variables."
+    )
 
     @model_validator(mode="after")
     def _check(self) -> RestoreConfig:
@@ -143,10 +144,6 @@ class RestoreConfig(BaseModel):
         if self.tile is not None and self.tile_overlap >= self.tile:
             raise ValueError(f"tile_overlap ({self.tile_overlap}) must be below tile ({self.tile})")
         return self
-
-    @property
-    def s3(self) -> S3Settings:
-        return S3Settings(endpoint_url=self.s3_endpoint, region=self.s3_region)
 
     @property
     def qf_filter(self) -> bool:

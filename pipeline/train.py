@@ -95,7 +95,9 @@ class TrainConfig(BaseModel):
         description="Model file (path or s3:// URI, e.g. the shipped weights) to continue from: it stands in for "
         "finished stages 1 and 2 (its encoders are trained), so stage 3 starts from its weights.",
     )
-    s3_endpoint: str | None = Field(None, description="S3-compatible endpoint (default: AWS_ENDPOINT_URL or AWS).")
+    s3: S3Settings = Field(
+        default_factory=S3Settings, description="Where S3 is (endpoint, region); keys come from the AWS_* variables."
+    )
     ray_address: str | None = Field(None, description="Ray cluster to join (default: start a local one).")
 
     @field_validator("variant")
@@ -132,9 +134,6 @@ class TrainConfig(BaseModel):
         if number == 2 and self.stage2_lr is not None:
             return self.optim.model_copy(update={"lr": self.stage2_lr})
         return self.optim
-
-    def s3(self) -> S3Settings:
-        return S3Settings(endpoint_url=self.s3_endpoint)
 
     @property
     def use_gpu(self) -> bool:
@@ -264,7 +263,7 @@ def _train_loop(loop_config: dict[str, Any]) -> None:
     amp = cfg.amp if cfg.amp is not None else cfg.use_gpu
     channels_last = cfg.channels_last if cfg.channels_last is not None else cfg.use_gpu
 
-    out = resolve(cfg.out, cfg.s3())
+    out = resolve(cfg.out, cfg.s3)
     if number == 1:
         torch.manual_seed(cfg.seed)
         model = build_model(cfg.variant)
@@ -293,7 +292,7 @@ def _train_loop(loop_config: dict[str, Any]) -> None:
 
     val_images = []
     if number == 3 and rank == 0 and loop_config["val_images"]:
-        val_images = load_validation_set(resolve(cfg.data, cfg.s3()), loop_config["val_images"], cfg.data_config)
+        val_images = load_validation_set(resolve(cfg.data, cfg.s3), loop_config["val_images"], cfg.data_config)
 
     def report(metrics: dict[str, float], step: int) -> None:
         metrics = {**metrics, "step": step, "total_steps": total, "stage": number, "run_start_step": start}
@@ -414,7 +413,7 @@ def run_stage(cfg: TrainConfig, number: int) -> StageResult:
     import ray.train
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    out = resolve(cfg.out, cfg.s3())
+    out = resolve(cfg.out, cfg.s3)
     total = cfg.stage_steps(number)
     if _exists(out, _stage_file(number)):
         log.info("stage %d already finished (%s); skipping", number, out.uri_of(_stage_file(number)))
@@ -423,7 +422,7 @@ def run_stage(cfg: TrainConfig, number: int) -> StageResult:
         raise RuntimeError(f"stage {number} needs stage {number - 1} finished first ({_stage_file(number - 1)})")
 
     _ensure_ray(cfg)
-    data = resolve(cfg.data, cfg.s3())
+    data = resolve(cfg.data, cfg.s3)
     train_images, val_images = split_images(list_images(data), cfg.data_config.val_images)
     run_name = cfg.run_name(number)
     previous = _latest_checkpoint_name(out, run_name)
@@ -435,7 +434,7 @@ def run_stage(cfg: TrainConfig, number: int) -> StageResult:
         n_samples=n_samples,
         seed=zlib.crc32(f"{cfg.seed}/{number}/{previous}".encode()),
         cfg=cfg.data_config,
-        s3=cfg.s3(),
+        s3=cfg.s3,
     )
     resources, threads = _resources(cfg)
     log.info(
@@ -485,7 +484,7 @@ def run_stage(cfg: TrainConfig, number: int) -> StageResult:
 
 def export_model(cfg: TrainConfig, metrics: dict[str, float] | None = None) -> str:
     """Write ``OUT/model.safetensors``: the finished stage-3 model with provenance metadata; returns its URI."""
-    out = resolve(cfg.out, cfg.s3())
+    out = resolve(cfg.out, cfg.s3)
     model = _load_remote_model(out, _stage_file(3))
     metadata = {
         "variant": cfg.variant,
@@ -505,7 +504,7 @@ def _seed_from_model(cfg: TrainConfig, out: Location) -> None:
     """Write ``init_from`` as the stage-1 and stage-2 results (once), so training continues from that model."""
     if _exists(out, _stage_file(2)):
         return
-    source = resolve(posixpath.dirname(cfg.init_from) or ".", cfg.s3())
+    source = resolve(posixpath.dirname(cfg.init_from) or ".", cfg.s3)
     model = _load_remote_model(source, posixpath.basename(cfg.init_from))
     if model.config != get_config(cfg.variant):
         raise ValueError(f"init_from {cfg.init_from} is not a {cfg.variant!r} model")
@@ -517,7 +516,7 @@ def _seed_from_model(cfg: TrainConfig, out: Location) -> None:
 
 def train(cfg: TrainConfig) -> list[StageResult]:
     """Run the configured stages in order, stopping at the first one that is not finished; export after stage 3."""
-    out = resolve(cfg.out, cfg.s3())
+    out = resolve(cfg.out, cfg.s3)
     write_bytes_atomic(out.fs, out.path("train_config.json"), cfg.model_dump_json(indent=2).encode())
     if cfg.init_from:
         _seed_from_model(cfg, out)
