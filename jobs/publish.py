@@ -7,6 +7,7 @@ weights; ``dagn/weights/default.json`` points at it and ``dagn/weights/MODEL_CAR
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 from pathlib import Path
@@ -17,7 +18,8 @@ import typer
 from dagn.checkpoint import content_hash, load_model, read_metadata
 from dagn.complexity import count_parameters, gflops_per_megapixel
 
-WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "dagn" / "weights"
+REPO = Path(__file__).resolve().parent.parent
+WEIGHTS_DIR = REPO / "dagn" / "weights"
 _PROGRESS = re.compile(r"stage \d step \d+/\d+.*|stage \d: .*|val_.*|exported .*")
 
 
@@ -35,6 +37,13 @@ def _training_log_lines(log: Path, every: int = 100) -> list[str]:
     return kept
 
 
+def _shown_path(uri: str) -> str:
+    """A local path as seen from the repository (``../shared/datasets/train``), so cards do not name one machine."""
+    if "://" in uri or not Path(uri).is_absolute():
+        return uri
+    return os.path.relpath(uri, REPO)
+
+
 def model_card(model_file: Path, eval_dir: Path | None, notes: str) -> str:
     meta = read_metadata(model_file)
     model = load_model(model_file)
@@ -47,8 +56,9 @@ def model_card(model_file: Path, eval_dir: Path | None, notes: str) -> str:
         "|---|---|",
         f"| variant | `{meta.get('variant', '?')}` ({count_parameters(model) / 1e6:.2f} M parameters, "
         f"{gflops_per_megapixel(model):.0f} GFLOP per megapixel) |",
-        f"| training data | `{meta.get('data', '?')}` (BSDS500 train + val and 49 photos) |",
+        f"| training data | `{_shown_path(meta.get('data', '?'))}` (BSDS500 train + val and 49 photos) |",
         f"| steps per stage | {meta.get('stage_steps', '?')} |",
+        *([f"| continued from | `{meta['init_from']}` |"] if "init_from" in meta else []),
         f"| global batch | {meta.get('batch_size', '?')} patches |",
         f"| degradation | `{meta.get('degradation', '?')}` |",
         f"| git commit | {meta.get('git_commit', '?')} |",
@@ -88,5 +98,9 @@ def publish(
     card = model_card(target, eval_dir, notes.read_text() if notes else "")
     (weights_dir / "MODEL_CARD.md").write_text(card)
     if log is not None:
-        (weights_dir / "training-log.txt").write_text("\n".join(_training_log_lines(log)) + "\n")
+        log_file = weights_dir / "training-log.txt"
+        lines = [f"# {name}: `dagn train` progress lines", *_training_log_lines(log)]
+        if "init_from" in meta and log_file.exists():  # keep the log of the model it continued from, above
+            lines = [*log_file.read_text().splitlines(), "", *lines]
+        log_file.write_text("\n".join(lines) + "\n")
     typer.echo(f"shipped {target}")

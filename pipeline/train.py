@@ -495,6 +495,8 @@ def export_model(cfg: TrainConfig, metrics: dict[str, float] | None = None) -> s
         "batch_size": str(cfg.batch_size * cfg.workers),
         "exported": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
+    if cfg.init_from:
+        metadata["init_from"] = cfg.init_from
     if metrics:
         metadata["validation"] = json.dumps({k: round(v, 4) for k, v in metrics.items() if k.startswith("val_")})
     return _save_remote_model(model, out, "model.safetensors", metadata)

@@ -39,4 +39,26 @@ def test_publish_names_by_hash_and_writes_card_and_log(tmp_path):
     assert load_model(out / name).config == dagn.get_config("tiny")
     card = (out / "MODEL_CARD.md").read_text()
     assert "| 10 | 1 |" in card and "0.14 M parameters" in card
-    assert (out / "training-log.txt").read_text().splitlines() == ["stage 3 step 100/200 (run ends at 200) loss 0.1"]
+    assert (out / "training-log.txt").read_text().splitlines() == [
+        f"# {name}: `dagn train` progress lines",
+        "stage 3 step 100/200 (run ends at 200) loss 0.1",
+    ]
+
+    # A model trained further from the shipped one: its card says so, and the log keeps the earlier run above.
+    first = out / name
+    model_file = save_model(
+        dagn.build_model("tiny").eval(), tmp_path / "model2.safetensors", {"variant": "tiny", "init_from": str(first)}
+    )
+    log.write_text("(RayTrainWorker pid=2) stage 3 step 300/400 (run ends at 400) loss 0.05\n")
+    result = CliRunner().invoke(app, ["publish", str(model_file), "--log", str(log), "--weights-dir", str(out)])
+    assert result.exit_code == 0, result.output
+    second = json.loads((out / "default.json").read_text())["file"]
+    assert second != name
+    assert f"| continued from | `{first}` |" in (out / "MODEL_CARD.md").read_text()
+    assert (out / "training-log.txt").read_text().splitlines() == [
+        f"# {name}: `dagn train` progress lines",
+        "stage 3 step 100/200 (run ends at 200) loss 0.1",
+        "",
+        f"# {second}: `dagn train` progress lines",
+        "stage 3 step 300/400 (run ends at 400) loss 0.05",
+    ]
