@@ -16,6 +16,7 @@ stage's planned ``stageN_steps``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -25,6 +26,7 @@ import subprocess
 import tempfile
 import time
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -34,7 +36,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from dagn import metrics as quality
-from dagn.checkpoint import load_model, save_model
+from dagn.checkpoint import load_model, read_metadata, save_model
 from dagn.io import to_arrays, to_tensor
 from dagn.models import DAGN, build_model, get_config, list_variants
 from dagn.training import OptimConfig, Stage, batch_from_numpy, build_stage
@@ -165,11 +167,34 @@ def _exists(location: Location, relative: str) -> bool:
     return location.fs.get_file_info(location.path(relative)).type == pafs.FileType.File
 
 
-def _load_remote_model(location: Location, relative: str) -> DAGN:
+@contextlib.contextmanager
+def _downloaded(location: Location, relative: str) -> Iterator[Path]:
+    """A model file of a folder or S3 location as a local temporary file."""
     with tempfile.TemporaryDirectory() as tmp:
         local = Path(tmp) / "model.safetensors"
         local.write_bytes(read_bytes(location.fs, location.path(relative)))
+        yield local
+
+
+def _load_remote_model(location: Location, relative: str) -> DAGN:
+    with _downloaded(location, relative) as local:
         return load_model(local)
+
+
+def _remote_metadata(uri: str, s3: S3Settings) -> dict[str, str]:
+    with _downloaded(resolve(posixpath.dirname(uri) or ".", s3), posixpath.basename(uri)) as local:
+        return read_metadata(local)
+
+
+def _lineage_steps(cfg: TrainConfig) -> dict[str, int]:
+    """Optimisation steps per stage behind the exported weights: a model continued with ``init_from`` has its
+    parent's stages 1 and 2, and its parent's stage-3 steps plus this run's."""
+    steps = {str(n): cfg.stage_steps(n) for n in (1, 2, 3)}
+    if cfg.init_from:
+        parent = json.loads(_remote_metadata(cfg.init_from, cfg.s3).get("stage_steps", "{}"))
+        if {"1", "2", "3"} <= set(parent):
+            steps = {"1": int(parent["1"]), "2": int(parent["2"]), "3": int(parent["3"]) + cfg.stage3_steps}
+    return steps
 
 
 def _save_remote_model(model: DAGN, location: Location, relative: str, metadata: dict[str, str]) -> str:
@@ -488,7 +513,7 @@ def export_model(cfg: TrainConfig, metrics: dict[str, float] | None = None) -> s
     model = _load_remote_model(out, _stage_file(3))
     metadata = {
         "variant": cfg.variant,
-        "stage_steps": json.dumps({str(n): cfg.stage_steps(n) for n in (1, 2, 3)}),
+        "stage_steps": json.dumps(_lineage_steps(cfg)),
         "data": cfg.data,
         "git_commit": _git_commit(),
         "degradation": cfg.data_config.degradation.model_dump_json(),

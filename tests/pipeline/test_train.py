@@ -22,7 +22,7 @@ from dagn.checkpoint import load_model, read_metadata, save_model
 from dagn.inference import Restorer
 from dagn.metrics import psnr
 from pipeline.storage import list_files, read_bytes, resolve, write_bytes_atomic
-from pipeline.train import TrainConfig, _seed_from_model, train
+from pipeline.train import TrainConfig, _seed_from_model, export_model, train
 from pipeline.train_data import TRAINING_DEGRADATION, DataConfig
 
 pytestmark = pytest.mark.slow
@@ -140,3 +140,18 @@ def test_init_from_stands_in_for_stages_1_and_2(tmp_path):
     wrong = TrainConfig(variant="small", data=str(tmp_path), out=str(tmp_path / "other"), init_from=str(source))
     with pytest.raises(ValueError, match="not a 'small' model"):
         _seed_from_model(wrong, resolve(wrong.out))
+
+
+def test_export_counts_the_steps_of_the_model_it_continued_from(tmp_path):
+    parent = save_model(
+        dagn.build_model("tiny"), tmp_path / "p.safetensors", {"stage_steps": '{"1": 8, "2": 9, "3": 10}'}
+    )
+    cfg = TrainConfig(
+        variant="tiny", data=str(tmp_path), out=str(tmp_path / "out"), init_from=str(parent), stage3_steps=5
+    )
+    _seed_from_model(cfg, resolve(cfg.out))
+    save_model(load_model(parent), tmp_path / "out" / "stage3.safetensors")
+    exported = export_model(cfg)
+    meta = read_metadata(exported)
+    assert json.loads(meta["stage_steps"]) == {"1": 8, "2": 9, "3": 15}
+    assert meta["init_from"] == str(parent)
