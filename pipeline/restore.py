@@ -56,6 +56,7 @@ from pipeline.storage import (
     read_bytes,
     redact,
     resolve,
+    resolve_file,
     write_bytes_atomic,
 )
 
@@ -206,8 +207,7 @@ def _list_inputs(cfg: RestoreConfig, src: Location) -> list[tuple[str, int]]:
     if cfg.list_file is None:
         return list_entries(src, cfg.extensions)
     if is_s3(cfg.list_file):
-        parent, name = cfg.list_file.rsplit("/", 1)
-        where = resolve(parent, cfg.s3)
+        where, name = resolve_file(cfg.list_file, cfg.s3)
         text = read_bytes(where.fs, where.path(name)).decode()
     else:
         text = Path(cfg.list_file).read_text()
@@ -376,8 +376,7 @@ def _local_weights(weights: str | None, s3: S3Settings) -> str | None:
     """A local path for ``weights``: s3:// model files are downloaded once per process into a temporary folder."""
     if weights is None or not is_s3(weights):
         return weights
-    parent, name = weights.rsplit("/", 1)
-    where = resolve(parent, s3)
+    where, name = resolve_file(weights, s3)
     digest = hashlib.sha256(weights.encode()).hexdigest()[:12]
     local = Path(tempfile.gettempdir()) / "dagn-weights" / f"{digest}-{name}"
     if not local.exists():
@@ -398,8 +397,7 @@ def check_weights(cfg: RestoreConfig) -> None:
             raise FileNotFoundError(f"the shipped weights {path} are missing; pass --weights")
         return
     if is_s3(cfg.weights):
-        parent, name = cfg.weights.rsplit("/", 1)
-        where = resolve(parent, cfg.s3)
+        where, name = resolve_file(cfg.weights, cfg.s3)
         found = where.fs.get_file_info(where.path(name)).type == pafs.FileType.File
     else:
         found = Path(cfg.weights).is_file()
@@ -407,8 +405,8 @@ def check_weights(cfg: RestoreConfig) -> None:
         raise FileNotFoundError(f"model file not found: {cfg.weights}")
 
 
-class ReadStage:
-    """Actor for stage 1 (:func:`read_and_decode`).
+class _IOStage:
+    """An I/O stage as an actor that calls ``stage`` with the options it was built with.
 
     The I/O stages run in small actor pools rather than as tasks: Ray keeps only about one idle worker process per
     CPU and kills the rest after a second, so short tasks beside long-lived model actors make it start new worker
@@ -416,21 +414,19 @@ class ReadStage:
     process, twice the CPU of the whole job on a 2-core machine). Actors start once.
     """
 
-    def __init__(self, **options: object) -> None:
-        self.options = options
-
-    def __call__(self, batch: pa.Table) -> pa.Table:
-        return read_and_decode(batch, **self.options)
-
-
-class WriteStage:
-    """Actor for stage 3 (:func:`encode_and_write`); an actor for the reason given in :class:`ReadStage`."""
+    stage: Callable[..., pa.Table]
 
     def __init__(self, **options: object) -> None:
         self.options = options
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        return encode_and_write(batch, **self.options)
+        return type(self).stage(batch, **self.options)
+
+
+class ReadStage(_IOStage):
+    """Actor for stage 1 (:func:`read_and_decode`)."""
+
+    stage = staticmethod(read_and_decode)
 
 
 class RestoreStage:
@@ -518,6 +514,12 @@ def encode_and_write(batch: pa.Table, *, dst: str, s3: S3Settings, quality: int,
     return table
 
 
+class WriteStage(_IOStage):
+    """Actor for stage 3 (:func:`encode_and_write`)."""
+
+    stage = staticmethod(encode_and_write)
+
+
 # -- composition ---------------------------------------------------------------------------------------------------
 
 
@@ -542,7 +544,7 @@ def actor_resources(cfg: RestoreConfig, cluster: dict[str, float]) -> ActorPlan:
       every core busy with no intra-op synchronisation, which on a machine shared with other work is several times
       faster than one actor with many threads (bench/bench_restore.py prints both).
     * CPUs reserved: Ray waits forever, without an error, when the stages together ask for more CPUs than the cluster
-      has, so on CPU the reservation fits the actors plus one read and one write task; on GPU 1 per actor.
+      has, so on CPU the reservation fits the actors plus the first read and write actors; on GPU 1 per actor.
     * threads: the cluster's CPUs shared among the actors on CPU, 2 on GPU (the GPU does the work).
     * batch size: 8 on GPU; 1 on CPU, where a batch of 4 costs ~20 % more per image (cache) and gains nothing.
     * I/O actors: at most 1 read and 1 write actor on CPU (decoding costs ~1 % of restoring there), 2 per model

@@ -27,6 +27,7 @@ __all__ = [
     "read_bytes",
     "redact",
     "resolve",
+    "resolve_file",
     "write_bytes_atomic",
 ]
 
@@ -108,6 +109,11 @@ def resolve(uri: str, s3: S3Settings | None = None) -> Location:
         raise ValueError(f"unsupported location {uri!r}: use a local path or s3://bucket/prefix")
     path = Path(uri).expanduser().resolve()
     return Location(uri=str(path), fs=pafs.LocalFileSystem(), root=path.as_posix())
+
+
+def resolve_file(uri: str, s3: S3Settings | None = None) -> tuple[Location, str]:
+    """One file's folder as a :class:`Location`, and the file's name in it (``s3://b/w/m.safetensors``, ``m.pt``)."""
+    return resolve(posixpath.dirname(uri) or ".", s3), posixpath.basename(uri)
 
 
 def list_entries(

@@ -21,7 +21,6 @@ import json
 import logging
 import math
 import os
-import posixpath
 import subprocess
 import tempfile
 import time
@@ -40,7 +39,7 @@ from dagn.checkpoint import load_model, read_metadata, save_model
 from dagn.io import to_arrays, to_tensor
 from dagn.models import DAGN, build_model, get_config, list_variants
 from dagn.training import OptimConfig, Stage, batch_from_numpy, build_stage
-from pipeline.storage import Location, S3Settings, read_bytes, resolve, write_bytes_atomic
+from pipeline.storage import Location, S3Settings, read_bytes, resolve, resolve_file, write_bytes_atomic
 from pipeline.train_data import DataConfig, build_train_dataset, list_images, load_validation_set, split_images
 
 __all__ = ["StageResult", "TrainConfig", "export_model", "run_stage", "train"]
@@ -182,7 +181,7 @@ def _load_remote_model(location: Location, relative: str) -> DAGN:
 
 
 def _remote_metadata(uri: str, s3: S3Settings) -> dict[str, str]:
-    with _downloaded(resolve(posixpath.dirname(uri) or ".", s3), posixpath.basename(uri)) as local:
+    with _downloaded(*resolve_file(uri, s3)) as local:
         return read_metadata(local)
 
 
@@ -531,8 +530,7 @@ def _seed_from_model(cfg: TrainConfig, out: Location) -> None:
     """Write ``init_from`` as the stage-1 and stage-2 results (once), so training continues from that model."""
     if _exists(out, _stage_file(2)):
         return
-    source = resolve(posixpath.dirname(cfg.init_from) or ".", cfg.s3)
-    model = _load_remote_model(source, posixpath.basename(cfg.init_from))
+    model = _load_remote_model(*resolve_file(cfg.init_from, cfg.s3))
     if model.config != get_config(cfg.variant):
         raise ValueError(f"init_from {cfg.init_from} is not a {cfg.variant!r} model")
     for number in (1, 2):

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from pipeline.storage import list_files, read_bytes, resolve, write_bytes_atomic
+from pipeline.storage import list_files, read_bytes, resolve, resolve_file, write_bytes_atomic
 
 
 @pytest.fixture(params=["local", "s3"])
@@ -33,3 +35,10 @@ def test_bad_locations_are_clear_errors():
         resolve("s3://")
     with pytest.raises(ValueError, match="unsupported location"):
         resolve("gs://bucket/x")
+
+
+def test_resolve_file_splits_a_file_uri_into_its_folder_and_name(tmp_path):
+    folder, name = resolve_file(str(tmp_path / "w" / "m.safetensors"))
+    assert (folder.path(), name) == (str(tmp_path / "w"), "m.safetensors")
+    folder, name = resolve_file("m.safetensors")
+    assert (folder.path(name), name) == (str(Path.cwd() / "m.safetensors"), "m.safetensors")
