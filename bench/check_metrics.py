@@ -6,8 +6,8 @@ stem is loaded from --gt and PSNR / SSIM / PSNR-B are recomputed. A row matches 
 rounds it, equals the published one, or differs from it by at most 0.01 dB (PSNR, PSNR-B) / 0.001 (SSIM).
 Exits with status 1 unless every row matches.
 
-    python bench/check_metrics.py /work/shared/datasets/reference/fbcnn_live1_color_qf10 \\
-        --gt /work/shared/datasets/eval/live1_color
+    python bench/check_metrics.py ../shared/datasets/reference/fbcnn_live1_color_qf10 \\
+        --gt ../shared/datasets/eval/live1_color
 """
 
 import argparse
