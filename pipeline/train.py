@@ -94,7 +94,8 @@ class TrainConfig(BaseModel):
     init_from: str | None = Field(
         None,
         description="Model file (path or s3:// URI, e.g. the shipped weights) to continue from: it stands in for "
-        "finished stages 1 and 2 (its encoders are trained), so stage 3 starts from its weights.",
+        "the stages before the first one run (with stage 2: stage 1, so its CS encoder is trained further; "
+        "otherwise stages 1 and 2, so stage 3 starts from its weights).",
     )
     s3: S3Settings = Field(
         default_factory=S3Settings, description="Where S3 is (endpoint, region); keys come from the AWS_* variables."
@@ -123,7 +124,15 @@ class TrainConfig(BaseModel):
     def _check(self) -> TrainConfig:
         if self.data_config.degradation.patch_size % 16:
             raise ValueError("data_config.degradation.patch_size must be a multiple of 16 (the encoders' stride)")
+        if self.init_from and self.stage == "1":
+            raise ValueError("init_from continues a trained model from stage 2 or 3; stage 1 starts from scratch")
         return self
+
+    def seeded_stages(self) -> list[int]:
+        """Stages whose results ``init_from`` stands in for."""
+        if not self.init_from:
+            return []
+        return [1] if self.stage == "2" else [1, 2]
 
     def stages(self) -> list[int]:
         return [1, 2, 3] if self.stage == "all" else [int(self.stage)]
@@ -193,6 +202,10 @@ def _lineage_steps(cfg: TrainConfig) -> dict[str, int]:
         parent = json.loads(_remote_metadata(cfg.init_from, cfg.s3).get("stage_steps", "{}"))
         if {"1", "2", "3"} <= set(parent):
             steps = {"1": int(parent["1"]), "2": int(parent["2"]), "3": int(parent["3"]) + cfg.stage3_steps}
+        out = resolve(cfg.out, cfg.s3)
+        retrained = _remote_metadata(out.uri_of(_stage_file(2)), cfg.s3).get("steps")
+        if retrained:  # stage 2 was run again here (a new CS encoder): its steps replace the parent's
+            steps["2"] = int(retrained)
     return steps
 
 
@@ -527,16 +540,30 @@ def export_model(cfg: TrainConfig, metrics: dict[str, float] | None = None) -> s
 
 
 def _seed_from_model(cfg: TrainConfig, out: Location) -> None:
-    """Write ``init_from`` as the stage-1 and stage-2 results (once), so training continues from that model."""
-    if _exists(out, _stage_file(2)):
+    """Write ``init_from`` as the results of :meth:`TrainConfig.seeded_stages` (once), so training continues from it.
+
+    Its config must be the variant's, except that a model whose CS encoder read another input (``cs_highpass``) may
+    seed stage 1 of a stage-2 run, which trains that encoder for the variant's input.
+    """
+    stages = cfg.seeded_stages()
+    if all(_exists(out, _stage_file(n)) for n in stages):
         return
-    model = _load_remote_model(*resolve_file(cfg.init_from, cfg.s3))
-    if model.config != get_config(cfg.variant):
-        raise ValueError(f"init_from {cfg.init_from} is not a {cfg.variant!r} model")
-    for number in (1, 2):
+    parent = _load_remote_model(*resolve_file(cfg.init_from, cfg.s3))
+    config = get_config(cfg.variant)
+    differ = {k for k, v in config.model_dump().items() if parent.config.model_dump()[k] != v}
+    if differ - {"cs_highpass"}:
+        raise ValueError(f"init_from {cfg.init_from} is not a {cfg.variant!r} model (it differs in {sorted(differ)})")
+    if differ and 2 in stages:
+        raise ValueError(
+            f"init_from {cfg.init_from} has a CS encoder trained with cs_highpass={parent.config.cs_highpass}; "
+            "train it for this variant first (--stage 2), then run stage 3"
+        )
+    model = DAGN(config)
+    model.load_state_dict(parent.state_dict())
+    for number in stages:
         meta = {"variant": cfg.variant, "stage": str(number), "init_from": cfg.init_from}
         _save_remote_model(model, out, _stage_file(number), meta)
-    log.info("continuing from %s (it stands in for stages 1 and 2)", cfg.init_from)
+    log.info("continuing from %s (it stands in for stage(s) %s)", cfg.init_from, stages)
 
 
 def train(cfg: TrainConfig) -> list[StageResult]:

@@ -46,6 +46,11 @@ class DAGNConfig(BaseModel):
     global_residual: bool = Field(
         False, description="Predict a correction added to the input instead of the image itself (not in the release)."
     )
+    cs_highpass: bool = Field(
+        False,
+        description="Feed the CS encoder the image minus its 3x3 local mean (not in the release): compression cues "
+        "live in high frequencies, and a small encoder learns the QF from this input several times faster.",
+    )
     ci_encoder: EncoderConfig = Field(default_factory=EncoderConfig, description="Compression-insensitive encoder.")
     cs_encoder: EncoderConfig = Field(default_factory=EncoderConfig, description="Compression-sensitive encoder.")
     discriminator_dim: int = Field(256, ge=1, description="Width of the stage-1 feature discriminator.")

@@ -4,7 +4,8 @@
 * ``base``: the same topology at ~1/10 the cost, for GPU training.
 * ``small``: the shipped CPU-trainable model (<= 8 M parameters, <= 100 GFLOP/MP): the U-Net runs behind a 2x
   pixel-unshuffle, so every scale works at half the resolution with no information thrown away, and it predicts a
-  residual on top of its input, which trains far faster from scratch and starts out doing no harm.
+  residual on top of its input, which trains far faster from scratch and starts out doing no harm. Its CS encoder
+  reads a high-pass of the input (``cs_highpass``), without which it hardly learns the QF in CPU budgets.
 * ``tiny``: for tests.
 """
 
@@ -53,6 +54,7 @@ register_variant(
         bottleneck_blocks=2,
         decoder_blocks=2,
         global_residual=True,
+        cs_highpass=True,
         ci_encoder=EncoderConfig(width=32, depths=(2, 2, 2, 2)),
         cs_encoder=EncoderConfig(width=32, depths=(2, 2, 2, 2)),
     ),
@@ -68,6 +70,7 @@ register_variant(
         guide_dim=128,
         fusion_dim=64,
         global_residual=True,
+        cs_highpass=True,
         ci_encoder=EncoderConfig(width=8, depths=(1, 1, 2, 1)),
         cs_encoder=EncoderConfig(width=8, depths=(1, 1, 2, 1)),
         discriminator_dim=64,
@@ -86,6 +89,7 @@ register_variant(
         fusion_dim=8,
         fusion_grids=(1, 2),
         global_residual=True,
+        cs_highpass=True,
         ci_encoder=EncoderConfig(width=4, depths=(1, 1, 1, 1)),
         cs_encoder=EncoderConfig(width=4, depths=(1, 1, 1, 1)),
         discriminator_dim=8,

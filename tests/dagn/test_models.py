@@ -126,6 +126,22 @@ def test_stage2_cs_encoder_learns_quality():
     assert q.shape == (2,) and ((q >= 0) & (q <= 100)).all()
 
 
+def test_cs_highpass_input_drops_the_image_mean():
+    """With ``cs_highpass`` the CS encoder sees no flat offsets (scene brightness), only local detail; files from
+    before the field existed load without it."""
+    torch.manual_seed(0)
+    cs = dagn.build_model("tiny").cs_encoder.eval()
+    assert dagn.get_config("tiny").cs_highpass
+    x = torch.rand(1, 3, 32, 32) * 0.5
+    with torch.no_grad():
+        torch.testing.assert_close(cs(x + 0.25), cs(x), atol=1e-5, rtol=1e-4)
+        cs.highpass = False
+        assert not torch.allclose(cs(x + 0.25), cs(x), atol=1e-3)
+    old = dagn.get_config("tiny").model_dump()
+    del old["cs_highpass"]
+    assert not DAGNConfig.model_validate(old).cs_highpass
+
+
 def test_stage3_trains_restoration_only_and_frozen_encoders_stay_frozen():
     torch.manual_seed(0)
     model = dagn.build_model("tiny").freeze_encoders()

@@ -142,6 +142,25 @@ def test_init_from_stands_in_for_stages_1_and_2(tmp_path):
         _seed_from_model(wrong, resolve(wrong.out))
 
 
+def test_init_from_with_stage_2_retrains_the_cs_encoder_for_a_new_input(tmp_path):
+    """A model whose CS encoder read the plain image seeds stage 1 only of a stage-2 run; stage 3 alone is refused."""
+    torch.manual_seed(3)
+    old = dagn.build_model(dagn.get_config("tiny").model_copy(update={"cs_highpass": False}))
+    source = save_model(old, tmp_path / "old.safetensors")
+    common = {"variant": "tiny", "data": str(tmp_path), "init_from": str(source)}
+    with pytest.raises(ValueError, match="--stage 2"):
+        cfg3 = TrainConfig(**common, out=str(tmp_path / "direct"), stage="3")
+        _seed_from_model(cfg3, resolve(cfg3.out))
+    cfg = TrainConfig(**common, out=str(tmp_path / "out"), stage="2")
+    _seed_from_model(cfg, resolve(cfg.out))
+    assert not (tmp_path / "out" / "stage2.safetensors").exists()
+    seeded = load_model(tmp_path / "out" / "stage1.safetensors")
+    assert seeded.config.cs_highpass
+    torch.testing.assert_close(seeded.state_dict(), load_model(source).state_dict())
+    with pytest.raises(ValueError, match="stage 1 starts from scratch"):
+        TrainConfig(**common, out=str(tmp_path / "x"), stage="1")
+
+
 def test_export_counts_the_steps_of_the_model_it_continued_from(tmp_path):
     parent = save_model(
         dagn.build_model("tiny"), tmp_path / "p.safetensors", {"stage_steps": '{"1": 8, "2": 9, "3": 10}'}
