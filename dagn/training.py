@@ -202,7 +202,10 @@ class Stage:
         self._peak_lrs = {name: [g["lr"] for g in opt.param_groups] for name, opt in self.optimizers.items()}
         if distributed:
             device_ids = [self.device.index] if self.device.type == "cuda" else None
-            net = DistributedDataParallel(net, device_ids=device_ids)
+            # broadcast_buffers=False: DDP would otherwise copy every BatchNorm statistic from rank 0 before each
+            # forward, the frozen encoders' constant ones included (8 % of a CPU worker's step, by py-spy). Each rank
+            # keeps running statistics of its own (i.i.d.) batches; checkpoints and the export take rank 0's.
+            net = DistributedDataParallel(net, device_ids=device_ids, broadcast_buffers=False)
         self.net = net
 
     # -- per stage --------------------------------------------------------------------------------------------------
