@@ -7,10 +7,14 @@ torch on all cores and with one thread; the faster of the two is the baseline. T
 call to its return (planning, actor start-up and model load included; ``ray.init`` excluded, since a cluster is
 already up in production). Loops and pipeline alternate ``--repeats`` times and the best time of each is kept, so
 load from other processes on a shared machine skews the ratio less; the CPU seconds each side used (process tree)
-and the load average are printed too, to tell overhead from contention. Peak memory is the proportional set size
-(PSS: shared pages split fairly, so Ray's shared-memory object store is not double counted), sampled every 0.5 s (a
-sample of a Ray process tree costs ~10-20 ms of CPU, so sampling faster would slow the pipeline it measures): of this
-process alone for the loop, of this process and all its descendants (Ray's daemons and workers) for the pipeline.
+and the load average are printed too, to tell overhead from contention.
+
+Peak memory is the proportional set size (PSS: shared pages split fairly, so Ray's shared-memory object store is not
+double counted) of this process alone for the loop, and of this process and all its descendants (Ray's daemons and
+workers) for the pipeline, sampled every 0.5 s in one more, untimed run of each side. Not in the timed runs: PSS
+comes from walking every process's page tables, ~60 ms of CPU per sample of a Ray process tree, which on 2 cores
+slowed the pipeline it measured by ~5 % (and the one-process loop by almost nothing). Timed runs sample only CPU
+times, once a second, which costs a few milliseconds.
 
 CPU (this machine):
     .venv/bin/python bench/bench_restore.py --images ../shared/datasets/eval/live1_color --repeat 8
@@ -40,14 +44,15 @@ from pipeline.restore import RestoreConfig, run_restore
 
 
 class TreeMonitor:
-    """Peak PSS (bytes) and CPU seconds of this process (and, with ``tree``, its descendants), sampled in a thread.
+    """CPU seconds and, with ``memory``, peak PSS (bytes) of this process (and, with ``tree``, its descendants),
+    sampled in a thread.
 
     CPU time per process is the last value seen before it exited, so processes that live less than one interval
     are missed; Ray's workers live for the whole run.
     """
 
-    def __init__(self, interval: float = 0.5, tree: bool = True) -> None:
-        self.interval, self.tree, self.peak = interval, tree, 0
+    def __init__(self, interval: float = 1.0, tree: bool = True, memory: bool = False) -> None:
+        self.interval, self.tree, self.memory, self.peak = interval, tree, memory, 0
         self._cpu: dict[int, float] = {}
         self._cpu_start: dict[int, float] = {}
         self._stop = threading.Event()
@@ -100,7 +105,7 @@ class TreeMonitor:
     def sample(self) -> int:
         total = 0
         for pid in self._pids():
-            total += self._pss(pid)
+            total += self._pss(pid) if self.memory else 0
             cpu = self._cpu_of(pid)
             if cpu is not None:
                 self._cpu[pid] = cpu
@@ -263,7 +268,7 @@ def main() -> None:
     loop_times: dict[int, list[float]] = {t: [] for t in loop_threads}
     loop_steady: dict[int, list[float]] = {t: [] for t in loop_threads}
     loop_cpu: dict[int, list[float]] = {t: [] for t in loop_threads}
-    ray_times, ray_steady, ray_cpu, loop_mem, ray_mem = [], [], [], 0, 0
+    ray_times, ray_steady, ray_cpu = [], [], []
     default_threads = torch.get_num_threads()
     for r in range(args.repeats):
         for threads in loop_threads:
@@ -272,14 +277,13 @@ def main() -> None:
                 seconds, steady = plain_loop(files, src, out, args, weights, threads)
             loop_times[threads].append(seconds)
             loop_steady[threads].append(steady)
-            loop_mem = max(loop_mem, mon.peak)
             loop_cpu[threads].append(mon.cpu_seconds)
             shutil.rmtree(out)
         torch.set_num_threads(default_threads)
         out = scratch / f"ray{r}"
         with TreeMonitor() as mon:
             seconds, ok, steady = ray_pipeline(src, out, args, weights)
-        ray_mem, ray_cpu = max(ray_mem, mon.peak), [*ray_cpu, mon.cpu_seconds]
+        ray_cpu.append(mon.cpu_seconds)
         shutil.rmtree(out)
         if ok != len(files):
             raise SystemExit(f"the pipeline restored {ok} of {len(files)} images")
@@ -294,6 +298,14 @@ def main() -> None:
 
     n = len(files)
     best = min(loop_threads, key=lambda t: min(loop_times[t]))
+    print("memory pass (untimed, PSS sampled every 0.5 s) ...", flush=True)
+    with TreeMonitor(interval=0.5, tree=False, memory=True) as mon:
+        plain_loop(files, src, scratch / "mem-loop", args, weights, best)
+    loop_mem = mon.peak
+    torch.set_num_threads(default_threads)
+    with TreeMonitor(interval=0.5, memory=True) as mon:
+        ray_pipeline(src, scratch / "mem-ray", args, weights)
+    ray_mem = mon.peak
     loop_s, ray_s = min(loop_times[best]), min(ray_times)
     for t in loop_threads:
         s = min(loop_times[t])
