@@ -37,8 +37,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from dagn import metrics as quality
 from dagn.checkpoint import load_model, read_metadata, save_model
 from dagn.io import to_arrays, to_tensor
-from dagn.models import DAGN, build_model, get_config, list_variants
-from dagn.training import OptimConfig, Stage, batch_from_numpy, build_stage
+from dagn.models import DAGN, get_config, list_variants
+from dagn.training import OptimConfig, Stage, batch_from_numpy, build_stage, new_model
 from pipeline.storage import Location, S3Settings, read_bytes, resolve, resolve_file, write_bytes_atomic
 from pipeline.train_data import DataConfig, build_train_dataset, list_images, load_validation_set, split_images
 
@@ -303,7 +303,7 @@ def _train_loop(loop_config: dict[str, Any]) -> None:
     out = resolve(cfg.out, cfg.s3)
     if number == 1:
         torch.manual_seed(cfg.seed)
-        model = build_model(cfg.variant)
+        model = new_model(cfg.variant)
     else:
         model = _load_remote_model(out, _stage_file(number - 1))
         model.train()

@@ -12,7 +12,7 @@ from skimage import data as skdata
 
 from dagn.degradation import DegradationConfig, degrade
 from dagn.models import build_model
-from dagn.training import OptimConfig, batch_from_numpy, build_stage, lr_factor
+from dagn.training import RELATIVE_L1_EPS, OptimConfig, batch_from_numpy, build_stage, lr_factor, new_model
 
 torch.set_num_threads(1)
 
@@ -36,7 +36,7 @@ def batch() -> dict[str, torch.Tensor]:
 
 def _stage(number: int, seed: int = 0, optim: OptimConfig = _OPTIM):
     torch.manual_seed(seed)
-    return build_stage(number, build_model("tiny"), total_steps=100, optim=optim)
+    return build_stage(number, new_model("tiny"), total_steps=100, optim=optim)
 
 
 def test_batch_from_numpy(batch):
@@ -109,11 +109,31 @@ def test_frozen_encoders_do_not_change_in_stage3(batch):
     assert any(not torch.equal(v, model.state_dict()[k]) for k, v in rest.items())
 
 
-def test_residual_variant_starts_as_identity_in_stage3(batch):
+def test_residual_variant_starts_as_identity_and_a_trained_tail_is_kept(batch):
     stage = _stage(3)
     stage.model.eval()
     with torch.no_grad():
         torch.testing.assert_close(stage.model(batch["jpeg"]), batch["jpeg"])
+    trained = build_model("tiny")  # stands in for a model continued from trained weights (init_from)
+    tail = {k: v.clone() for k, v in trained.tail.state_dict().items()}
+    build_stage(3, trained, total_steps=10, optim=_OPTIM)
+    for k, v in trained.tail.state_dict().items():
+        torch.testing.assert_close(v, tail[k])
+    assert any(v.abs().sum() > 0 for v in tail.values())
+
+
+def test_relative_l1_weighs_good_and_bad_jpegs_alike(batch):
+    """relative_l1 weighs each patch by 1 / its JPEG's L1: the identity's error ratio is ~1 whatever the QF mix."""
+    optim = _OPTIM.model_copy(update={"pixel_loss": "relative_l1"})
+    stage = build_stage(3, new_model("tiny"), total_steps=10, optim=optim)  # the identity at the start
+    with torch.no_grad():
+        losses = stage.net(batch["clean"], batch["jpeg"])
+    e = (batch["jpeg"] - batch["clean"]).abs().mean(dim=(1, 2, 3))
+    assert float(losses["error_ratio"]) == pytest.approx(float((e / (e + RELATIVE_L1_EPS)).mean()), rel=1e-4)
+    assert 0.8 < float(losses["error_ratio"]) < 1.0  # each patch ~1, a little less where eps dominates (QF 90)
+    assert float(losses["l1"]) < 0.05
+    losses = [stage.step(batch)["loss"] for _ in range(30)]
+    assert float(np.mean(losses[-3:])) < 0.99 * losses[0]  # learns from the first steps, as plain L1 does
 
 
 @pytest.mark.parametrize("number", [1, 2, 3])
