@@ -38,7 +38,8 @@ import torch
 from PIL import Image
 
 import dagn
-from dagn.checkpoint import save_model
+from dagn.checkpoint import read_metadata, save_model, shipped_weights
+from dagn.inference import training_patch_size
 from pipeline.codec import OutputFormat, decode_image, encode_image, output_format
 from pipeline.restore import RestoreConfig, run_restore
 
@@ -244,7 +245,14 @@ def main() -> None:
     files = prepare_inputs(args.images, src, args.repeat, args.quality)
     megapixels = sum(np.prod(Image.open(p).size) for p in files) / 1e6
     torch.manual_seed(0)
-    weights = save_model(dagn.build_model(args.variant).eval(), scratch / f"{args.variant}.safetensors")
+    # Random weights (speed only) that say they were trained like the shipped ones, so both sides run them the way
+    # users' restores run (in tiles of the training patch size: see dagn.inference).
+    shipped = read_metadata(shipped_weights())
+    weights = save_model(
+        dagn.build_model(args.variant).eval(),
+        scratch / f"{args.variant}.safetensors",
+        {"degradation": shipped["degradation"]} if "degradation" in shipped else None,
+    )
 
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     ray.init(address="local", include_dashboard=False, log_to_driver=False, logging_level="WARNING")
@@ -258,7 +266,8 @@ def main() -> None:
     actors = actor_resources(_config(src, scratch / "x", args, weights), ray.cluster_resources())
     print(
         f"config: variant={args.variant} device={args.device} batch={args.batch_size} tile={args.tile or 'none'} "
-        f"io_cpus={args.io_cpus}; model stage {actors}; Ray cluster CPU={ray.cluster_resources().get('CPU')}"
+        f"context={training_patch_size(weights)} io_cpus={args.io_cpus}; model stage {actors}; "
+        f"Ray cluster CPU={ray.cluster_resources().get('CPU')}"
     )
     print(f"inputs: {len(files)} JPEGs (QF {args.quality}), {megapixels:.1f} MP, from {args.images}")
 

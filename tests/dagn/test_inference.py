@@ -86,6 +86,25 @@ def test_model_and_tiling_options(weights):
         dagn.Restorer(model=model)(image.astype(np.float32))
 
 
+def test_context_is_the_training_patch_size_from_the_model_file(weights, tmp_path):
+    """A file that records its training patches runs in tiles of that size (a quarter overlap), unless told not to;
+    files without the record, and plain models, run as before."""
+    trained = save_model(
+        dagn.checkpoint.load_model(weights), tmp_path / "m.safetensors", {"degradation": '{"patch_size": 32}'}
+    )
+    image = _image(70, 90)
+    auto = dagn.Restorer(trained, tile=1024, tile_overlap=32)
+    assert (auto.context, auto.tile, auto.tile_overlap) == (32, 32, 8)
+    by_hand = dagn.Restorer(weights, tile=32, tile_overlap=8, batch_size=16, context=None)
+    np.testing.assert_array_equal(auto(image), by_hand(image))
+    assert dagn.Restorer(trained, context=None).tile is None
+    assert dagn.Restorer(trained, tile=16, tile_overlap=4).tile == 16  # a smaller memory tile still wins
+    assert dagn.Restorer(weights).context is None
+    assert dagn.Restorer(model=dagn.checkpoint.load_model(trained)).context is None
+    with pytest.raises(ValueError, match="context"):
+        dagn.Restorer(weights, context=8)
+
+
 def test_restore_image_modes_alpha_and_metadata(weights):
     rgb = Image.fromarray(_image(24, 40))
     exif = Image.Exif()
