@@ -32,6 +32,12 @@ class EvaluateConfig(BaseModel):
     name: str | None = Field(None, description="Dataset label (default: from the folder name).")
     limit: int | None = Field(None, ge=1, description="Only the first N images (sorted by name).")
     tile: int | None = Field(None, ge=64, description="Restore in tiles of this size (saves memory on big images).")
+    context: int | None = Field(
+        None,
+        ge=0,
+        description="Largest region (pixels) the model sees at once; default: its training patch size; 0: whole "
+        "images (see dagn.inference).",
+    )
     device: str | None = Field(None, description="torch device (default: cuda if available, else cpu).")
 
     @field_validator("qualities")
@@ -66,6 +72,9 @@ def evaluate(
     name: Annotated[str | None, typer.Option(help="Dataset label (live1 / bsd500 get published anchors).")] = None,
     limit: Annotated[int | None, typer.Option(help="Only the first N images.")] = None,
     tile: Annotated[int | None, typer.Option(help="Tile size for large images.")] = None,
+    context: Annotated[
+        int | None, typer.Option(help="Largest region the model sees [default: its training patch size; 0: whole].")
+    ] = None,
     device: Annotated[str | None, typer.Option(help="torch device (default: cuda if available).")] = None,
     config: Annotated[Path | None, typer.Option(help="YAML file with any of these options.")] = None,
 ) -> None:
@@ -89,11 +98,14 @@ def evaluate(
         name=name,
         limit=limit,
         tile=tile,
+        context=context,
         device=device,
     )
     label = cfg.name or _KNOWN_SETS.get(cfg.data.name, cfg.data.name)
     truths = load_ground_truth(cfg.data, cfg.limit)
-    restorer = Restorer(cfg.weights, device=cfg.device, tile=cfg.tile)
+    context = "auto" if cfg.context is None else (cfg.context or None)
+    restorer = Restorer(cfg.weights, device=cfg.device, tile=cfg.tile, context=context)
+    Console(stderr=True).print(f"model {restorer.weights}: context {restorer.context or 'whole image'} px")
     folder = cfg.out / label
     gallery = CropGallery(folder, truths, quality=cfg.qualities[0])
 
