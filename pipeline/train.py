@@ -17,6 +17,7 @@ stage's planned ``stageN_steps``.
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import logging
 import math
@@ -36,7 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from dagn import metrics as quality
 from dagn.checkpoint import load_model, read_metadata, save_model
-from dagn.io import to_arrays, to_tensor
+from dagn.inference import Restorer
 from dagn.models import DAGN, get_config, list_variants
 from dagn.training import OptimConfig, Stage, batch_from_numpy, build_stage, new_model
 from pipeline.storage import Location, S3Settings, read_bytes, resolve, resolve_file, write_bytes_atomic
@@ -242,15 +243,17 @@ def _format_eta(seconds: float) -> str:
 
 
 @torch.no_grad()
-def validate(model: DAGN, images: list, device: torch.device) -> dict[str, float]:
-    """Mean PSNR/SSIM of the JPEG input and of the restored image against the clean crop, per QF and overall."""
-    was_training = model.training
-    model.eval()
+def validate(model: DAGN, images: list, device: torch.device, context: int | None = None) -> dict[str, float]:
+    """Mean PSNR/SSIM of the JPEG input and of the restored image against the clean crop, per QF and overall.
+
+    The model runs as :class:`dagn.Restorer` runs it for users: in regions of ``context`` pixels (the patch size).
+    """
+    # A copy: the Restorer puts its model in eval mode and channels_last; the trained one stays as DDP holds it.
+    restorer = Restorer(model=copy.deepcopy(model), device=str(device), context=context)
     sums: dict[str, list[float]] = {}
     for item in images:
         for q, jpeg_image in item.jpegs.items():
-            restored = model(to_tensor(jpeg_image, device)).float().clamp(0, 1)
-            restored_image = to_arrays(restored.cpu())[0]
+            restored_image = restorer(jpeg_image)
             for key, value in (
                 (f"psnr_jpeg_q{q}", quality.psnr(jpeg_image, item.clean)),
                 (f"psnr_q{q}", quality.psnr(restored_image, item.clean)),
@@ -258,7 +261,6 @@ def validate(model: DAGN, images: list, device: torch.device) -> dict[str, float
                 (f"ssim_q{q}", quality.ssim(restored_image, item.clean)),
             ):
                 sums.setdefault(key, []).append(value)
-    model.train(was_training)
     out = {f"val_{k}": float(np.mean(v)) for k, v in sums.items()}
     for kind in ("psnr", "ssim"):
         restored = [v for k, v in out.items() if k.startswith(f"val_{kind}_q")]
@@ -334,7 +336,8 @@ def _train_loop(loop_config: dict[str, Any]) -> None:
     def report(metrics: dict[str, float], step: int) -> None:
         metrics = {**metrics, "step": step, "total_steps": total, "stage": number, "run_start_step": start}
         if number == 3 and val_images and (step % cfg.val_every == 0 or step == end):
-            metrics.update(validate(stage.model, val_images, device))
+            patch = cfg.data_config.degradation.patch_size
+            metrics.update(validate(stage.model, val_images, device, context=patch))
             log.info(
                 "stage 3 step %d validation: PSNR %.2f dB (JPEG %.2f, gain %+.2f), SSIM %.4f (JPEG %.4f)",
                 step, metrics["val_psnr"], metrics["val_psnr_jpeg"], metrics["val_psnr_gain"],
