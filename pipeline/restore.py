@@ -124,7 +124,10 @@ class RestoreConfig(BaseModel):
         "only cost cache).",
     )
     tile: int | None = Field(
-        1024, ge=16, description="Tile side for images larger than this; None runs every image whole."
+        1024,
+        ge=16,
+        description="Largest tile side (bounds memory); None runs every image whole. Models that record their "
+        "training patch size run in tiles of that size anyway (see dagn.inference).",
     )
     tile_overlap: int = Field(32, ge=0, description="Minimum overlap between tiles in pixels.")
     min_qf: int | None = Field(None, ge=1, le=100, description="Restore only JPEGs with an estimated QF >= this.")
