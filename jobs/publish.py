@@ -20,7 +20,7 @@ from dagn.complexity import count_parameters, gflops_per_megapixel
 
 REPO = Path(__file__).resolve().parent.parent
 WEIGHTS_DIR = REPO / "dagn" / "weights"
-_PROGRESS = re.compile(r"stage \d step \d+/\d+.*|stage \d: .*|val_.*|exported .*")
+_PROGRESS = re.compile(r"stage \d step \d+/\d+.*|stage \d step \d+ validation: .*|stage \d: .*|val_.*|exported .*")
 
 
 def _training_log_lines(log: Path, every: int = 100) -> list[str]:
@@ -28,7 +28,7 @@ def _training_log_lines(log: Path, every: int = 100) -> list[str]:
     kept = []
     for raw in log.read_text(errors="replace").splitlines():
         match = _PROGRESS.search(raw)
-        if not match:
+        if not match or "TrainingReport(" in raw:  # Ray Train's own echo of the metrics
             continue
         line = match.group(0)
         step = re.match(r"stage \d step (\d+)/", line)
