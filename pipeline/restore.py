@@ -130,6 +130,12 @@ class RestoreConfig(BaseModel):
         "training patch size run in tiles of that size anyway (see dagn.inference).",
     )
     tile_overlap: int = Field(32, ge=0, description="Minimum overlap between tiles in pixels.")
+    context: int | None = Field(
+        None,
+        ge=0,
+        description="Largest region (pixels) the model sees at once; default: its training patch size, which "
+        "restores best (see dagn.inference); 0: whole images, ~1.9x faster on CPU for `small` but worse.",
+    )
     min_qf: int | None = Field(None, ge=1, le=100, description="Restore only JPEGs with an estimated QF >= this.")
     max_qf: int | None = Field(None, ge=1, le=100, description="Restore only JPEGs with an estimated QF <= this.")
     overwrite: bool = Field(False, description="Redo inputs whose output exists (default: skip them).")
@@ -443,6 +449,7 @@ class RestoreStage:
         device: str,
         tile: int | None,
         tile_overlap: int,
+        context: int | str | None,
         batch_size: int,
         threads: int,
     ) -> None:
@@ -452,7 +459,9 @@ class RestoreStage:
 
         torch.set_num_threads(threads)
         local = _local_weights(weights, s3)
-        self.restorer = Restorer(local, device=device, tile=tile, tile_overlap=tile_overlap, batch_size=batch_size)
+        self.restorer = Restorer(
+            local, device=device, tile=tile, tile_overlap=tile_overlap, batch_size=batch_size, context=context
+        )
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         rows = batch.to_pylist()
@@ -636,6 +645,7 @@ def build_pipeline(cfg: RestoreConfig, todo: list[tuple[str, int]], run_id: str)
             "device": "cuda" if cfg.gpus_per_worker > 0 else "cpu",
             "tile": cfg.tile,
             "tile_overlap": cfg.tile_overlap,
+            "context": "auto" if cfg.context is None else (cfg.context or None),
             "batch_size": actors.batch_size,
             "threads": actors.threads,
         },
