@@ -43,7 +43,7 @@ from dagn.io import check_image, merge_alpha, split_alpha, to_arrays, to_tensor
 from dagn.models import DAGN
 from dagn.tiling import tiled_apply
 
-__all__ = ["Restorer", "restore_image", "training_patch_size"]
+__all__ = ["Restorer", "context_setting", "restore_image", "training_patch_size"]
 
 log = logging.getLogger(__name__)
 
@@ -163,6 +163,11 @@ class Restorer:
                 for i, restored in zip(chunk, to_arrays(self.restore_tensor(x)), strict=True):
                     results[i] = _like(restored, images[i])
         return results  # type: ignore[return-value]
+
+
+def context_setting(pixels: int | None) -> int | Literal["auto"] | None:
+    """A configured context (None: the model's own, 0: whole images) as :class:`Restorer` takes it."""
+    return "auto" if pixels is None else (pixels or None)
 
 
 def training_patch_size(path: str | Path) -> int | None:

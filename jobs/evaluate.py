@@ -84,7 +84,7 @@ def evaluate(
     index.html with side-by-side crops. QF 70-90 are the "no harm" checks: restoring must not make good images worse.
     """
     from dagn.evaluation import evaluate as run_benchmark
-    from dagn.inference import Restorer
+    from dagn.inference import Restorer, context_setting
     from jobs.eval_report import CropGallery, markdown_table, write_report
 
     qualities = [int(q) for q in qf.split(",")] if qf else None
@@ -103,8 +103,7 @@ def evaluate(
     )
     label = cfg.name or _KNOWN_SETS.get(cfg.data.name, cfg.data.name)
     truths = load_ground_truth(cfg.data, cfg.limit)
-    context = "auto" if cfg.context is None else (cfg.context or None)
-    restorer = Restorer(cfg.weights, device=cfg.device, tile=cfg.tile, context=context)
+    restorer = Restorer(cfg.weights, device=cfg.device, tile=cfg.tile, context=context_setting(cfg.context))
     Console(stderr=True).print(f"model {restorer.weights}: context {restorer.context or 'whole image'} px")
     folder = cfg.out / label
     gallery = CropGallery(folder, truths, quality=cfg.qualities[0])

@@ -449,18 +449,24 @@ class RestoreStage:
         device: str,
         tile: int | None,
         tile_overlap: int,
-        context: int | str | None,
+        context: int | None,
         batch_size: int,
         threads: int,
     ) -> None:
         import torch
 
         from dagn import Restorer
+        from dagn.inference import context_setting
 
         torch.set_num_threads(threads)
         local = _local_weights(weights, s3)
         self.restorer = Restorer(
-            local, device=device, tile=tile, tile_overlap=tile_overlap, batch_size=batch_size, context=context
+            local,
+            device=device,
+            tile=tile,
+            tile_overlap=tile_overlap,
+            batch_size=batch_size,
+            context=context_setting(context),
         )
 
     def __call__(self, batch: pa.Table) -> pa.Table:
@@ -645,7 +651,7 @@ def build_pipeline(cfg: RestoreConfig, todo: list[tuple[str, int]], run_id: str)
             "device": "cuda" if cfg.gpus_per_worker > 0 else "cpu",
             "tile": cfg.tile,
             "tile_overlap": cfg.tile_overlap,
-            "context": "auto" if cfg.context is None else (cfg.context or None),
+            "context": cfg.context,
             "batch_size": actors.batch_size,
             "threads": actors.threads,
         },

@@ -553,7 +553,8 @@ def _seed_from_model(cfg: TrainConfig, out: Location) -> None:
         return
     parent = _load_remote_model(*resolve_file(cfg.init_from, cfg.s3))
     config = get_config(cfg.variant)
-    differ = {k for k, v in config.model_dump().items() if parent.config.model_dump()[k] != v}
+    theirs = parent.config.model_dump()
+    differ = {k for k, v in config.model_dump().items() if theirs[k] != v}
     if differ - {"cs_highpass"}:
         raise ValueError(f"init_from {cfg.init_from} is not a {cfg.variant!r} model (it differs in {sorted(differ)})")
     if differ and 2 in stages:
