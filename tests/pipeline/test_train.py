@@ -22,7 +22,7 @@ from dagn.checkpoint import load_model, read_metadata, save_model
 from dagn.inference import Restorer
 from dagn.metrics import psnr
 from pipeline.storage import list_files, read_bytes, resolve, write_bytes_atomic
-from pipeline.train import TrainConfig, _seed_from_model, export_model, train
+from pipeline.train import TrainConfig, _seed_from_model, export_model, train, worker_resources
 from pipeline.train_data import TRAINING_DEGRADATION, DataConfig
 
 pytestmark = pytest.mark.slow
@@ -125,6 +125,23 @@ def test_a_stage_needs_the_previous_one(tmp_path):
     with pytest.raises(RuntimeError, match="stage 2 finished first"):
         train(cfg)
     assert isinstance(resolve(cfg.out).fs, pafs.LocalFileSystem)
+
+
+@pytest.mark.parametrize("cluster_cpus", [2, 3, 16])
+@pytest.mark.parametrize("workers", [1, 2, 3])
+def test_cpu_training_leaves_ray_data_a_whole_cpu(tmp_path, cluster_cpus, workers, caplog):
+    # Ray Data is granted Ray Train's leftover in whole CPUs; with less than one it made patches only in bursts.
+    cfg = TrainConfig(data=str(tmp_path), out=str(tmp_path), workers=workers)
+    resources, threads = worker_resources(cfg, cluster_cpus)
+    assert cluster_cpus - resources["CPU"] * workers >= 1
+    assert resources["CPU"] > 0 and threads == max(1, round(cluster_cpus / workers))
+    assert "stall" not in caplog.text
+
+
+def test_worker_resources_warn_when_ray_data_would_get_no_cpu(tmp_path, caplog):
+    cfg = TrainConfig(data=str(tmp_path), out=str(tmp_path), workers=2, cpus_per_worker=0.75)
+    worker_resources(cfg, 2)
+    assert "Ray Data gets no whole CPU" in caplog.text
 
 
 def test_init_from_stands_in_for_stages_1_and_2(tmp_path):
