@@ -3,7 +3,9 @@
 Each configuration is a real stage-3 run of ``dagn train`` (Ray Data patches, TorchTrainer, DDP) from a randomly
 initialised model, timed on its steady part (the first ``--warmup`` steps are left out). Configurations run in
 alternation, ``--repeats`` times each, and the best run of each is kept, so load from other processes on a shared
-machine skews the ratio less.
+machine skews the ratio less. For the runs with 2 workers it also prints where the machine's cores went during the
+steady part (from /proc, once a second): the trainers, Ray Data (patch making and its split coordinator), the rest of
+Ray (daemons, Ray Train's controller actors, this driver) and idle time, which is what keeps the ratio below 2.
 
 CPU (this machine):   python bench/bench_train.py
 GPU (1 worker per GPU, bf16 autocast + channels_last, needs 2 GPUs for the ratio):
@@ -17,6 +19,8 @@ import io
 import os
 import platform
 import tempfile
+import threading
+import time
 import uuid
 from pathlib import Path
 
@@ -54,7 +58,65 @@ def _device_line(gpus: float) -> str:
     return line
 
 
-def _run(args: argparse.Namespace, data: str, workers: int, threads: int | None) -> float:
+class CpuSampler:
+    """CPU seconds (user + system) of every process on the machine, with its title, once a second in a thread."""
+
+    GROUPS = (("trainers", ("RayTrainWorker",)), ("Ray Data", ("MapBatches", "SplitCoordinator")))
+
+    def __init__(self) -> None:
+        self.samples: list[tuple[float, dict[int, tuple[str, float]]]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._tick = os.sysconf("SC_CLK_TCK")
+
+    def _snapshot(self) -> dict[int, tuple[str, float]]:
+        out = {}
+        for proc in Path("/proc").iterdir():
+            if not proc.name.isdigit():
+                continue
+            try:
+                fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+                title = (proc / "cmdline").read_bytes().split(b"\0", 1)[0].decode(errors="replace")
+            except OSError:
+                continue
+            out[int(proc.name)] = (title, (int(fields[11]) + int(fields[12])) / self._tick)
+        return out
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self.samples.append((time.time(), self._snapshot()))
+            self._stop.wait(1.0)
+
+    def __enter__(self) -> CpuSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def cores(self, start: float, end: float) -> dict[str, float]:
+        """Cores used per group between the samples nearest to ``start`` and ``end`` (and idle, by difference).
+
+        Each second is charged to the title a process had at its end (Ray renames a worker as it takes a task)."""
+        times = [t for t, _ in self.samples]
+        i0, i1 = (min(range(len(times)), key=lambda i: abs(times[i] - t)) for t in (start, end))
+        if i1 <= i0:
+            return {}
+        used: dict[str, float] = {}
+        for (_, before), (_, after) in zip(self.samples[i0:i1], self.samples[i0 + 1 : i1 + 1], strict=True):
+            for pid, (title, cpu) in after.items():
+                group = next((g for g, keys in self.GROUPS if any(k in title for k in keys)), None)
+                if group is None:
+                    group = "other Ray + driver" if "ray" in title or pid == os.getpid() else "rest of the machine"
+                used[group] = used.get(group, 0.0) + cpu - before.get(pid, (title, 0.0))[1]
+        span = times[i1] - times[i0]
+        used = {group: seconds / span for group, seconds in used.items()}
+        used["idle"] = max(0.0, (os.cpu_count() or 1) - sum(used.values()))
+        return used
+
+
+def _run(args: argparse.Namespace, data: str, workers: int, threads: int | None) -> tuple[float, dict[str, float]]:
     out = Path(args.scratch) / f"w{workers}t{threads}-{uuid.uuid4().hex[:6]}"
     # Stage 3 starts from the stage-2 file; a random model is as fast to train as a trained one.
     seed = io.BytesIO()
@@ -76,11 +138,15 @@ def _run(args: argparse.Namespace, data: str, workers: int, threads: int | None)
         log_every=args.warmup,
         checkpoint_every=args.steps,
         data_config=DataConfig(
-            degradation=TRAINING_DEGRADATION.model_copy(update={"patch_size": args.patch_size}), val_images=0
+            degradation=TRAINING_DEGRADATION.model_copy(update={"patch_size": args.patch_size}),
+            val_images=0,
+            **({"patches_per_image": args.patches_per_image} if args.patches_per_image else {}),
         ),
     )
-    result = run_stage(cfg, 3)
-    return float(result.metrics["steady_samples_per_s"])
+    with CpuSampler() as sampler:
+        result = run_stage(cfg, 3)
+    metrics = result.metrics
+    return float(metrics["steady_samples_per_s"]), sampler.cores(metrics["steady_from_unix"], metrics["steady_to_unix"])
 
 
 def main() -> None:
@@ -91,6 +157,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=10, help="first steps left out of the rate")
     parser.add_argument("--batch-size", type=int, default=16, help="per worker")
     parser.add_argument("--patch-size", type=int, default=64)
+    parser.add_argument("--patches-per-image", type=int, help=f"default: training's ({DataConfig().patches_per_image})")
     parser.add_argument("--gpus-per-worker", type=float, default=0.0)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--scratch", default="runs/bench_train", help="checkpoints of the bench runs go here")
@@ -98,7 +165,6 @@ def main() -> None:
 
     import ray
 
-    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
     ray.init(include_dashboard=False, object_store_memory=1024 * 2**20, log_to_driver=False)
     cpus = int(ray.cluster_resources().get("CPU", 1))
     gpus = int(ray.cluster_resources().get("GPU", 0))
@@ -116,9 +182,12 @@ def main() -> None:
     best: dict[tuple[int, int | None], float] = {}
     for r in range(args.repeats):
         for workers, threads in configs:
-            rate = _run(args, data, workers, threads)
+            rate, cores = _run(args, data, workers, threads)
             best[(workers, threads)] = max(rate, best.get((workers, threads), 0.0))
-            print(f"  run {r + 1}: {workers} worker(s) x {threads or 'auto'} thread(s): {rate:7.1f} samples/s")
+            line = f"  run {r + 1}: {workers} worker(s) x {threads or 'auto'} thread(s): {rate:7.1f} samples/s"
+            if workers == 2 and cores:
+                line += "  (cores: " + ", ".join(f"{k} {v:.2f}" for k, v in cores.items()) + ")"
+            print(line)
     ray.shutdown()
     print("\nworkers  threads/worker  samples/s (best)")
     for (workers, threads), rate in best.items():

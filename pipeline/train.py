@@ -398,6 +398,9 @@ def _train_loop(loop_config: dict[str, Any]) -> None:
             rates = {"samples_per_s": (step - start) * samples_per_step / (now - t_start)}
             if step - start > warmup:
                 rates["steady_samples_per_s"] = (step - start - warmup) * samples_per_step / (now - t_steady)
+                # the steady window in wall-clock time, so a profiler outside Ray can line its samples up with it
+                rates["steady_from_unix"] = time.time() - (now - t_steady)
+                rates["steady_to_unix"] = time.time()
             report({**step_metrics, **rates}, step)
         if step >= end:
             break
