@@ -480,6 +480,8 @@ def run_stage(cfg: TrainConfig, number: int) -> StageResult:
     previous = _latest_checkpoint_name(out, run_name)
     steps_this_run = min(total, cfg.steps or total)
     n_samples = int(steps_this_run * cfg.batch_size * cfg.workers * 1.02) + cfg.batch_size * cfg.workers * 4
+    cluster_cpus = float(ray.cluster_resources().get("CPU", 1))
+    resources, threads = worker_resources(cfg, cluster_cpus)
     dataset = build_train_dataset(
         data.uri,
         train_images,
@@ -487,8 +489,8 @@ def run_stage(cfg: TrainConfig, number: int) -> StageResult:
         seed=zlib.crc32(f"{cfg.seed}/{number}/{previous}".encode()),
         cfg=cfg.data_config,
         s3=cfg.s3,
+        free_cpus=cluster_cpus - resources["CPU"] * cfg.workers,
     )
-    resources, threads = worker_resources(cfg, float(ray.cluster_resources().get("CPU", 1)))
     log.info(
         "stage %d: %d training / %d validation images, %d worker(s) x %s, %d thread(s) each, batch %d per worker",
         number, len(train_images), len(val_images), cfg.workers, resources, threads, cfg.batch_size,

@@ -67,12 +67,12 @@ class DataConfig(BaseModel):
     val_size: int = Field(192, ge=16, description="Side of the centre crop validated per image (multiple of 16).")
     val_qualities: tuple[int, ...] = Field((10, 30, 50, 80), description="JPEG qualities of the validation set.")
     num_cpus: float = Field(0.25, gt=0, description="CPUs requested by each patch-making actor (fractional).")
-    actors: int = Field(
-        2,
+    actors: int | None = Field(
+        None,
         ge=1,
-        description="Patch-making actors. Actors, not tasks: as tasks, Ray started a fresh worker process for nearly "
-        "every batch (it keeps few idle workers), ~1.5 s of CPU each for Python and the imports, ten times the "
-        "~0.15 s the batch itself takes.",
+        description="Patch-making actors (default: one per whole CPU the trainers leave, at least 2). Actors, not "
+        "tasks: as tasks, Ray started a fresh worker process for nearly every batch (it keeps few idle workers), "
+        "~1.5 s of CPU each for Python and the imports, ten times the ~0.15 s the batch itself takes.",
     )
     rows_per_task: int = Field(
         16,
@@ -167,8 +167,11 @@ def build_train_dataset(
     seed: int,
     cfg: DataConfig,
     s3: S3Settings | None = None,
+    free_cpus: float = 2.0,
 ):
-    """A Ray Dataset of at least ``n_samples`` degraded patches from ``images`` (paths relative to ``data_uri``)."""
+    """A Ray Dataset of at least ``n_samples`` degraded patches from ``images`` (paths relative to ``data_uri``).
+
+    ``free_cpus``: the cluster's CPUs the trainers leave, which size the actor pool unless ``cfg.actors`` is set."""
     import ray.data
 
     n_rows = math.ceil(n_samples / cfg.patches_per_image)
@@ -178,7 +181,7 @@ def build_train_dataset(
         PatchMaker,
         batch_size=cfg.rows_per_task,
         num_cpus=cfg.num_cpus,
-        concurrency=cfg.actors,
+        concurrency=cfg.actors or max(2, int(free_cpus)),
         fn_constructor_kwargs={
             "data_uri": data_uri,
             "s3_json": (s3 or S3Settings()).model_dump_json(),
