@@ -74,12 +74,12 @@ class TrainConfig(BaseModel):
     workers: int = Field(1, ge=1, description="Ray Train workers (DDP processes).")
     gpus_per_worker: float = Field(0.0, ge=0, description="GPUs per worker; 0 trains on CPU (gloo).")
     cpus_per_worker: float | None = Field(
-        None, gt=0, description="CPUs reserved per worker (default: what the data tasks leave, split evenly)."
+        None, gt=0, description="CPUs reserved per worker (default: what the data actors leave, split evenly)."
     )
     data_cpus: int = Field(
         1,
         ge=1,
-        description="Whole CPUs left to the patch-making Ray Data tasks (CPU training). Whole, because Ray Data "
+        description="Whole CPUs left to the patch-making Ray Data actors (CPU training). Whole, because Ray Data "
         "2.60 is granted what Ray Train leaves over in whole CPUs: a leftover of 0.5 counted as none, and patches "
         "were then made only once the trainers had drained every buffer (stalls of ~0.7 s every 20 steps).",
     )
@@ -90,7 +90,7 @@ class TrainConfig(BaseModel):
     channels_last: bool | None = Field(None, description="channels-last tensors (default: on for GPU).")
     optim: OptimConfig = Field(default_factory=OptimConfig, description="Optimiser settings, shared by the stages.")
     stage2_lr: float | None = Field(None, gt=0, description="Peak lr of stage 2 (default: optim.lr).")
-    data_config: DataConfig = Field(default_factory=DataConfig, description="Patches, validation split, data tasks.")
+    data_config: DataConfig = Field(default_factory=DataConfig, description="Patches, validation split, data actors.")
     checkpoint_every: int = Field(
         200, ge=1, description="Steps between checkpoints (also at each validation and at each run's end)."
     )
@@ -399,8 +399,9 @@ def _train_loop(loop_config: dict[str, Any]) -> None:
             if step - start > warmup:
                 rates["steady_samples_per_s"] = (step - start - warmup) * samples_per_step / (now - t_steady)
                 # the steady window in wall-clock time, so a profiler outside Ray can line its samples up with it
-                rates["steady_from_unix"] = time.time() - (now - t_steady)
-                rates["steady_to_unix"] = time.time()
+                wall = time.time()
+                rates["steady_from_unix"] = wall - (now - t_steady)
+                rates["steady_to_unix"] = wall
             report({**step_metrics, **rates}, step)
         if step >= end:
             break

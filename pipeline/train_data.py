@@ -77,7 +77,7 @@ class DataConfig(BaseModel):
     rows_per_task: int = Field(
         16,
         ge=1,
-        description="Images per patch-making task (16 x 8 patches: big enough blocks that Ray's per-block overhead, "
+        description="Images per patch-making batch (16 x 8 patches: big enough blocks that Ray's per-block overhead, "
         "not the ~1 ms of CPU per patch, stays small; 4 gave 1.6x fewer patches/s on 2 cores).",
     )
 
@@ -166,8 +166,8 @@ def build_train_dataset(
     n_samples: int,
     seed: int,
     cfg: DataConfig,
+    free_cpus: float,
     s3: S3Settings | None = None,
-    free_cpus: float = 2.0,
 ):
     """A Ray Dataset of at least ``n_samples`` degraded patches from ``images`` (paths relative to ``data_uri``).
 
