@@ -8,7 +8,7 @@ steady part (from /proc, once a second): the trainers, Ray Data (patch making an
 Ray (daemons, Ray Train's controller actors, this driver) and idle time, which is what keeps the ratio below 2.
 
 CPU (this machine):   python bench/bench_train.py
-GPU (1 worker per GPU, bf16 autocast + channels_last, needs 2 GPUs for the ratio):
+GPU (1 worker per GPU, bf16 autocast, needs 2 GPUs for the ratio; channels_last as on CPU):
                       python bench/bench_train.py --gpus-per-worker 1 --batch-size 64 --patch-size 128
 """
 
@@ -177,7 +177,8 @@ def main() -> None:
     print(
         f"config: variant {args.variant}, stage 3, batch {args.batch_size} per worker, patch {args.patch_size}, "
         f"{args.steps} steps ({args.warmup} warm-up), gpus/worker {args.gpus_per_worker}, "
-        f"bf16+channels_last {bool(args.gpus_per_worker)}, Ray CPUs {cpus} GPUs {gpus}, best of {args.repeats}"
+        f"bf16 autocast {bool(args.gpus_per_worker)}, channels_last, Ray CPUs {cpus} GPUs {gpus}, "
+        f"best of {args.repeats}"
     )
     best: dict[tuple[int, int | None], float] = {}
     for r in range(args.repeats):

@@ -57,6 +57,20 @@ def test_loss_on_a_fixed_batch_falls(batch, number, key, factor):
     assert after < factor * before, f"stage {number}: {key} {before:.4f} -> {after:.4f}"
 
 
+@pytest.mark.parametrize("number", [1, 2, 3])
+def test_channels_last_trains_as_contiguous_does(batch, number):
+    """The memory format (channels_last by default, for speed) changes summation order only, not the training."""
+    assert batch["clean"].is_contiguous(memory_format=torch.channels_last)
+    losses = {}
+    for channels_last in (True, False):
+        torch.manual_seed(0)
+        stage = build_stage(number, new_model("tiny"), total_steps=100, optim=_OPTIM, channels_last=channels_last)
+        layout = torch.channels_last if channels_last else torch.contiguous_format
+        inputs = {k: v.contiguous(memory_format=layout) if v.dim() == 4 else v for k, v in batch.items()}
+        losses[channels_last] = [stage.step(inputs)["loss"] for _ in range(5)]
+    np.testing.assert_allclose(losses[True], losses[False], rtol=1e-3)
+
+
 def test_stage1_trains_the_ci_encoder_and_discriminator_only(batch):
     stage = _stage(1)
     model = stage.model
