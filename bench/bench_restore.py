@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import shutil
 import tempfile
 import threading
@@ -34,6 +33,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import procfs  # bench/, beside this script
 import torch
 from PIL import Image
 
@@ -58,7 +58,6 @@ class TreeMonitor:
         self._cpu_start: dict[int, float] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
-        self._tick = os.sysconf("SC_CLK_TCK")
 
     @property
     def cpu_seconds(self) -> float:
@@ -67,13 +66,10 @@ class TreeMonitor:
     @staticmethod
     def _children() -> dict[int, list[int]]:
         tree: dict[int, list[int]] = {}
-        for proc in Path("/proc").iterdir():
-            if proc.name.isdigit():
-                try:
-                    ppid = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
-                except (OSError, IndexError, ValueError):
-                    continue
-                tree.setdefault(ppid, []).append(int(proc.name))
+        for pid in procfs.pids():
+            parent = procfs.parent_of(pid)
+            if parent is not None:
+                tree.setdefault(parent, []).append(pid)
         return tree
 
     @staticmethod
@@ -85,13 +81,6 @@ class TreeMonitor:
         except OSError:
             pass
         return 0
-
-    def _cpu_of(self, pid: int) -> float | None:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            return None
-        return (int(fields[11]) + int(fields[12])) / self._tick  # utime + stime
 
     def _pids(self) -> list[int]:
         if not self.tree:
@@ -107,7 +96,7 @@ class TreeMonitor:
         total = 0
         for pid in self._pids():
             total += self._pss(pid) if self.memory else 0
-            cpu = self._cpu_of(pid)
+            cpu = procfs.cpu_seconds(pid)
             if cpu is not None:
                 self._cpu[pid] = cpu
         return total
@@ -206,19 +195,6 @@ def ray_pipeline(src: Path, dst: Path, args: argparse.Namespace, weights: Path) 
     return end - start, summary.ok, steady
 
 
-def _device_line(device: str) -> str:
-    cpu = platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    line = f"CPU: {cpu}, {os.cpu_count()} logical cores; torch {torch.__version__} ({torch.get_num_threads()} threads)"
-    if device == "cuda" and torch.cuda.is_available():
-        line += f"; GPU: {torch.cuda.get_device_name(0)} x {torch.cuda.device_count()}"
-    return line
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=Path, default=Path("../shared/datasets/eval/live1_color"))
@@ -260,7 +236,7 @@ def main() -> None:
 
     DataContext.get_current().enable_progress_bars = False
 
-    print(_device_line(args.device))
+    print(procfs.machine_line(cuda=args.device == "cuda"))
     from pipeline.restore import actor_resources
 
     actors = actor_resources(_config(src, scratch / "x", args, weights), ray.cluster_resources())

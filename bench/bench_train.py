@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import io
 import os
-import platform
 import tempfile
 import threading
 import time
@@ -25,7 +24,7 @@ import uuid
 from pathlib import Path
 
 import numpy as np
-import torch
+import procfs  # bench/, beside this script
 from PIL import Image
 
 import dagn
@@ -45,19 +44,6 @@ def _sample_images(folder: Path) -> str:
     return str(folder)
 
 
-def _device_line(gpus: float) -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    line = f"CPU: {cpu}, {os.cpu_count()} logical cores; torch {torch.__version__}"
-    if gpus and torch.cuda.is_available():
-        line += f"; GPU: {torch.cuda.get_device_name(0)} x {torch.cuda.device_count()}"
-    return line
-
-
 class CpuSampler:
     """CPU seconds (user + system) of every process on the machine, with its title, once a second in a thread."""
 
@@ -67,19 +53,13 @@ class CpuSampler:
         self.samples: list[tuple[float, dict[int, tuple[str, float]]]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
-        self._tick = os.sysconf("SC_CLK_TCK")
 
     def _snapshot(self) -> dict[int, tuple[str, float]]:
         out = {}
-        for proc in Path("/proc").iterdir():
-            if not proc.name.isdigit():
-                continue
-            try:
-                fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
-                title = (proc / "cmdline").read_bytes().split(b"\0", 1)[0].decode(errors="replace")
-            except OSError:
-                continue
-            out[int(proc.name)] = (title, (int(fields[11]) + int(fields[12])) / self._tick)
+        for pid in procfs.pids():
+            title, cpu = procfs.title(pid), procfs.cpu_seconds(pid)
+            if title is not None and cpu is not None:
+                out[pid] = (title, cpu)
         return out
 
     def _loop(self) -> None:
@@ -173,7 +153,7 @@ def main() -> None:
         configs = [(1, None)] + ([(2, None)] if gpus >= 2 * args.gpus_per_worker else [])
     else:  # 1 worker with 1 thread and with every core, 2 workers with cores / 2 threads each
         configs = [(1, 1), (1, cpus), (2, max(1, cpus // 2))]
-    print(_device_line(args.gpus_per_worker))
+    print(procfs.machine_line(cuda=bool(args.gpus_per_worker)))
     print(
         f"config: variant {args.variant}, stage 3, batch {args.batch_size} per worker, patch {args.patch_size}, "
         f"{args.steps} steps ({args.warmup} warm-up), gpus/worker {args.gpus_per_worker}, "

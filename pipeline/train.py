@@ -43,7 +43,7 @@ from dagn.training import OptimConfig, Stage, batch_from_numpy, build_stage, new
 from pipeline.storage import Location, S3Settings, read_bytes, resolve, resolve_file, write_bytes_atomic
 from pipeline.train_data import DataConfig, build_train_dataset, list_images, load_validation_set, split_images
 
-__all__ = ["StageResult", "TrainConfig", "export_model", "run_stage", "train", "worker_resources"]
+__all__ = ["StageResult", "TrainConfig", "WorkerPlan", "export_model", "plan_workers", "run_stage", "train"]
 
 log = logging.getLogger(__name__)
 
@@ -441,8 +441,17 @@ def _latest_checkpoint_name(location: Location, run_name: str) -> str:
     return max(names, default="")
 
 
-def worker_resources(cfg: TrainConfig, cluster_cpus: float) -> tuple[dict[str, float], int]:
-    """(Ray resources of one training worker, its torch threads) on a cluster of ``cluster_cpus`` CPUs."""
+class WorkerPlan(BaseModel):
+    """How a stage run uses the cluster: each training worker's Ray resources and torch threads, and the CPUs left
+    over for the patch-making Ray Data actors."""
+
+    resources: dict[str, float]
+    threads: int
+    free_cpus: float
+
+
+def plan_workers(cfg: TrainConfig, cluster_cpus: float) -> WorkerPlan:
+    """The :class:`WorkerPlan` of ``cfg`` on a cluster of ``cluster_cpus`` CPUs."""
     if cfg.cpus_per_worker is not None:
         cpus = cfg.cpus_per_worker
     elif cfg.use_gpu:
@@ -454,12 +463,13 @@ def worker_resources(cfg: TrainConfig, cluster_cpus: float) -> tuple[dict[str, f
     if cfg.use_gpu:
         resources["GPU"] = cfg.gpus_per_worker
     threads = cfg.threads_per_worker or max(1, round(cluster_cpus / cfg.workers if not cfg.use_gpu else cpus))
-    if cluster_cpus - cpus * cfg.workers < 1:
+    free_cpus = cluster_cpus - cpus * cfg.workers
+    if free_cpus < 1:
         log.warning(
             "the training workers hold %.2f of %.0f CPUs: Ray Data gets no whole CPU for making patches, "
             "so training will stall on data", cpus * cfg.workers, cluster_cpus,
         )  # fmt: skip
-    return resources, threads
+    return WorkerPlan(resources=resources, threads=threads, free_cpus=free_cpus)
 
 
 def run_stage(cfg: TrainConfig, number: int) -> StageResult:
@@ -483,7 +493,7 @@ def run_stage(cfg: TrainConfig, number: int) -> StageResult:
     steps_this_run = min(total, cfg.steps or total)
     n_samples = int(steps_this_run * cfg.batch_size * cfg.workers * 1.02) + cfg.batch_size * cfg.workers * 4
     cluster_cpus = float(ray.cluster_resources().get("CPU", 1))
-    resources, threads = worker_resources(cfg, cluster_cpus)
+    plan = plan_workers(cfg, cluster_cpus)
     dataset = build_train_dataset(
         data.uri,
         train_images,
@@ -491,23 +501,23 @@ def run_stage(cfg: TrainConfig, number: int) -> StageResult:
         seed=zlib.crc32(f"{cfg.seed}/{number}/{previous}".encode()),
         cfg=cfg.data_config,
         s3=cfg.s3,
-        free_cpus=cluster_cpus - resources["CPU"] * cfg.workers,
+        free_cpus=plan.free_cpus,
     )
     log.info(
         "stage %d: %d training / %d validation images, %d worker(s) x %s, %d thread(s) each, batch %d per worker",
-        number, len(train_images), len(val_images), cfg.workers, resources, threads, cfg.batch_size,
+        number, len(train_images), len(val_images), cfg.workers, plan.resources, plan.threads, cfg.batch_size,
     )  # fmt: skip
     trainer = TorchTrainer(
         _train_loop,
         train_loop_config={
             "config": cfg.model_dump(mode="json"),
             "stage": number,
-            "threads": threads,
+            "threads": plan.threads,
             "val_images": val_images,
         },
         torch_config=TorchConfig(backend="nccl" if cfg.use_gpu else "gloo"),
         scaling_config=ray.train.ScalingConfig(
-            num_workers=cfg.workers, use_gpu=cfg.use_gpu, resources_per_worker=resources
+            num_workers=cfg.workers, use_gpu=cfg.use_gpu, resources_per_worker=plan.resources
         ),
         run_config=ray.train.RunConfig(
             name=run_name,

@@ -22,7 +22,7 @@ from dagn.checkpoint import load_model, read_metadata, save_model
 from dagn.inference import Restorer
 from dagn.metrics import psnr
 from pipeline.storage import list_files, read_bytes, resolve, write_bytes_atomic
-from pipeline.train import TrainConfig, _seed_from_model, export_model, train, worker_resources
+from pipeline.train import TrainConfig, _seed_from_model, export_model, plan_workers, train
 from pipeline.train_data import TRAINING_DEGRADATION, DataConfig
 
 pytestmark = pytest.mark.slow
@@ -132,15 +132,15 @@ def test_a_stage_needs_the_previous_one(tmp_path):
 def test_cpu_training_leaves_ray_data_a_whole_cpu(tmp_path, cluster_cpus, workers, caplog):
     # Ray Data is granted Ray Train's leftover in whole CPUs; with less than one it made patches only in bursts.
     cfg = TrainConfig(data=str(tmp_path), out=str(tmp_path), workers=workers)
-    resources, threads = worker_resources(cfg, cluster_cpus)
-    assert cluster_cpus - resources["CPU"] * workers >= 1
-    assert resources["CPU"] > 0 and threads == max(1, round(cluster_cpus / workers))
+    plan = plan_workers(cfg, cluster_cpus)
+    assert plan.free_cpus >= 1 and plan.free_cpus == pytest.approx(cluster_cpus - plan.resources["CPU"] * workers)
+    assert plan.resources["CPU"] > 0 and plan.threads == max(1, round(cluster_cpus / workers))
     assert "stall" not in caplog.text
 
 
-def test_worker_resources_warn_when_ray_data_would_get_no_cpu(tmp_path, caplog):
+def test_plan_warns_when_ray_data_would_get_no_cpu(tmp_path, caplog):
     cfg = TrainConfig(data=str(tmp_path), out=str(tmp_path), workers=2, cpus_per_worker=0.75)
-    worker_resources(cfg, 2)
+    assert plan_workers(cfg, 2).free_cpus == pytest.approx(0.5)
     assert "Ray Data gets no whole CPU" in caplog.text
 
 
