@@ -6,6 +6,8 @@ alternation, ``--repeats`` times each, and the best run of each is kept, so load
 machine skews the ratio less. For the runs with 2 workers it also prints where the machine's cores went during the
 steady part (from /proc, once a second): the trainers, Ray Data (patch making and its split coordinator), the rest of
 Ray (daemons, Ray Train's controller actors, this driver) and idle time, which is what keeps the ratio below 2.
+Last, with Ray shut down, the same steps in 1 and 2 plain torch processes (DDP over gloo, random patches, no data
+pipeline): the ratio this machine allows, which the Ray runs' ratio can approach but not pass.
 
 CPU (this machine):   python bench/bench_train.py
 GPU (1 worker per GPU, bf16 autocast, needs 2 GPUs for the ratio; channels_last as on CPU):
@@ -129,6 +131,48 @@ def _run(args: argparse.Namespace, data: str, workers: int, threads: int | None)
     return float(metrics["steady_samples_per_s"]), sampler.cores(metrics["steady_from_unix"], metrics["steady_to_unix"])
 
 
+def _plain_worker(rank: int, world: int, port: int, args: argparse.Namespace, rates) -> None:
+    """One process of the no-Ray reference: stage 3 of a random model on random uint8 patches, DDP over gloo."""
+    import torch
+    import torch.distributed as dist
+
+    from dagn.training import batch_from_numpy, build_stage
+
+    torch.set_num_threads(1)
+    if world > 1:
+        dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    torch.manual_seed(rank)
+    stage = build_stage(3, dagn.build_model(args.variant), total_steps=args.steps, distributed=world > 1)
+    rng = np.random.default_rng(rank)
+    shape = (args.batch_size, args.patch_size, args.patch_size, 3)
+    batches = [{k: rng.integers(0, 256, shape, dtype=np.uint8) for k in ("clean", "jpeg")} for _ in range(4)]
+    for step in range(args.steps):
+        if step == args.warmup:
+            start = time.perf_counter()
+        stage.step(batch_from_numpy(batches[step % len(batches)]))
+    rates[rank] = (args.steps - args.warmup) * args.batch_size * world / (time.perf_counter() - start)
+    if world > 1:
+        dist.destroy_process_group()
+
+
+def _plain(args: argparse.Namespace, world: int) -> float:
+    """samples/s of ``world`` plain torch processes (1 thread each), no Ray and no data pipeline: what the machine
+    allows, the ceiling of the Ray runs' ratio."""
+    import torch.multiprocessing as mp
+
+    from jobs.local_s3 import free_port
+
+    ctx = mp.get_context("spawn")
+    rates = ctx.Manager().dict()
+    port = free_port()
+    procs = [ctx.Process(target=_plain_worker, args=(r, world, port, args, rates)) for r in range(world)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join()
+    return rates[0]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--variant", default="small")
@@ -170,6 +214,13 @@ def main() -> None:
                 line += "  (cores: " + ", ".join(f"{k} {v:.2f}" for k, v in cores.items()) + ")"
             print(line)
     ray.shutdown()
+    plain: dict[int, float] = {}
+    if not args.gpus_per_worker and cpus >= 2:  # the same steps in plain processes, with Ray shut down
+        for r in range(args.repeats):
+            for world in (1, 2):
+                rate = _plain(args, world)
+                plain[world] = max(rate, plain.get(world, 0.0))
+                print(f"  run {r + 1}: {world} plain torch process(es) x 1 thread, no Ray: {rate:7.1f} samples/s")
     print("\nworkers  threads/worker  samples/s (best)")
     for (workers, threads), rate in best.items():
         print(f"{workers:>7}  {threads or 'auto':>14}  {rate:16.1f}")
@@ -179,6 +230,11 @@ def main() -> None:
         print(f"\nratio 2 workers / 1 worker (1 thread): {two / one:.2f}x (goal >= 1.7x)")
         if (1, cpus) in best and cpus > 1:
             print(f"ratio 2 workers / 1 worker ({cpus} threads): {two / best[(1, cpus)]:.2f}x")
+    if plain:
+        print(
+            f"no Ray (plain torch DDP, random patches): 1 process {plain[1]:.1f}, 2 processes {plain[2]:.1f} "
+            f"samples/s, ratio {plain[2] / plain[1]:.2f}x: the most two workers can give on this machine"
+        )
 
 
 if __name__ == "__main__":
