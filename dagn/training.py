@@ -27,6 +27,7 @@ factors; :func:`batch_from_numpy` turns the uint8 arrays the data pipeline produ
 
 from __future__ import annotations
 
+import inspect
 import math
 from typing import Any, ClassVar, Literal
 
@@ -52,6 +53,14 @@ __all__ = [
     "lr_factor",
     "new_model",
 ]
+
+# DDP without the per-forward copy of rank 0's buffers: torch 2.13 calls it forward_sync_buffers (and deprecates
+# broadcast_buffers, which older releases, still common in GPU images, only know).
+_NO_FORWARD_SYNC = (
+    {"forward_sync_buffers": False}
+    if "forward_sync_buffers" in inspect.signature(DistributedDataParallel.__init__).parameters
+    else {"broadcast_buffers": False}
+)
 
 
 class OptimConfig(BaseModel):
@@ -236,10 +245,11 @@ class Stage:
         self._peak_lrs = {name: [g["lr"] for g in opt.param_groups] for name, opt in self.optimizers.items()}
         if distributed:
             device_ids = [self.device.index] if self.device.type == "cuda" else None
-            # broadcast_buffers=False: DDP would otherwise copy every BatchNorm statistic from rank 0 before each
-            # forward, the frozen encoders' constant ones included (8 % of a CPU worker's step, by py-spy). Each rank
-            # keeps running statistics of its own (i.i.d.) batches; checkpoints and the export take rank 0's.
-            net = DistributedDataParallel(net, device_ids=device_ids, broadcast_buffers=False)
+            # forward_sync_buffers=False: DDP would otherwise copy every BatchNorm statistic from rank 0 before each
+            # forward, the frozen encoders' constant ones included (8 % of a CPU worker's step, by py-spy). The ranks
+            # start from rank 0's buffers, then keep running statistics of their own (i.i.d.) batches; checkpoints and
+            # the export take rank 0's.
+            net = DistributedDataParallel(net, device_ids=device_ids, **_NO_FORWARD_SYNC)
         self.net = net
 
     # -- per stage --------------------------------------------------------------------------------------------------

@@ -181,7 +181,7 @@ def build_train_dataset(
         PatchMaker,
         batch_size=cfg.rows_per_task,
         num_cpus=cfg.num_cpus,
-        concurrency=cfg.actors or max(2, int(free_cpus)),
+        compute=ray.data.ActorPoolStrategy(size=cfg.actors or max(2, int(free_cpus))),
         fn_constructor_kwargs={
             "data_uri": data_uri,
             "s3_json": (s3 or S3Settings()).model_dump_json(),
