@@ -33,7 +33,7 @@ import dagn
 from dagn.checkpoint import save_model
 from pipeline.storage import resolve, write_bytes_atomic
 from pipeline.train import TrainConfig, run_stage
-from pipeline.train_data import TRAINING_DEGRADATION, DataConfig
+from pipeline.train.data import TRAINING_DEGRADATION, DataConfig
 
 
 def _sample_images(folder: Path) -> str:

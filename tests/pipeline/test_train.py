@@ -22,8 +22,9 @@ from dagn.checkpoint import load_model, read_metadata, save_model
 from dagn.inference import Restorer
 from dagn.metrics import psnr
 from pipeline.storage import list_files, read_bytes, resolve, write_bytes_atomic
-from pipeline.train import TrainConfig, _seed_from_model, export_model, plan_workers, train
-from pipeline.train_data import TRAINING_DEGRADATION, DataConfig
+from pipeline.train import TrainConfig, export_model, plan_workers, train
+from pipeline.train.data import TRAINING_DEGRADATION, DataConfig
+from pipeline.train.seed import seed_from_model
 
 pytestmark = pytest.mark.slow
 
@@ -149,14 +150,14 @@ def test_init_from_stands_in_for_stages_1_and_2(tmp_path):
     torch.manual_seed(3)
     source = save_model(dagn.build_model("tiny"), tmp_path / "shipped.safetensors")
     cfg = TrainConfig(variant="tiny", data=str(tmp_path), out=str(tmp_path / "out"), init_from=str(source))
-    _seed_from_model(cfg, resolve(cfg.out))
+    seed_from_model(cfg, resolve(cfg.out))
     for n in (1, 2):
         seeded = tmp_path / "out" / f"stage{n}.safetensors"
         assert read_metadata(seeded)["init_from"] == str(source)
         torch.testing.assert_close(load_model(seeded).state_dict(), load_model(source).state_dict())
     wrong = TrainConfig(variant="small", data=str(tmp_path), out=str(tmp_path / "other"), init_from=str(source))
     with pytest.raises(ValueError, match="not a 'small' model"):
-        _seed_from_model(wrong, resolve(wrong.out))
+        seed_from_model(wrong, resolve(wrong.out))
 
 
 def test_init_from_with_stage_2_retrains_the_cs_encoder_for_a_new_input(tmp_path):
@@ -167,9 +168,9 @@ def test_init_from_with_stage_2_retrains_the_cs_encoder_for_a_new_input(tmp_path
     common = {"variant": "tiny", "data": str(tmp_path), "init_from": str(source)}
     with pytest.raises(ValueError, match="--stage 2"):
         cfg3 = TrainConfig(**common, out=str(tmp_path / "direct"), stage="3")
-        _seed_from_model(cfg3, resolve(cfg3.out))
+        seed_from_model(cfg3, resolve(cfg3.out))
     cfg = TrainConfig(**common, out=str(tmp_path / "out"), stage="2")
-    _seed_from_model(cfg, resolve(cfg.out))
+    seed_from_model(cfg, resolve(cfg.out))
     assert not (tmp_path / "out" / "stage2.safetensors").exists()
     seeded = load_model(tmp_path / "out" / "stage1.safetensors")
     assert seeded.config.cs_highpass
@@ -185,7 +186,7 @@ def test_export_counts_the_steps_of_the_model_it_continued_from(tmp_path):
     cfg = TrainConfig(
         variant="tiny", data=str(tmp_path), out=str(tmp_path / "out"), init_from=str(parent), stage3_steps=5
     )
-    _seed_from_model(cfg, resolve(cfg.out))
+    seed_from_model(cfg, resolve(cfg.out))
     save_model(load_model(parent), tmp_path / "out" / "stage3.safetensors")
     exported = export_model(cfg)
     meta = read_metadata(exported)

@@ -11,7 +11,7 @@ from skimage import data as skdata
 
 from dagn.degradation import DegradationConfig
 from pipeline.storage import resolve
-from pipeline.train_data import (
+from pipeline.train.data import (
     TRAINING_DEGRADATION,
     DataConfig,
     load_validation_set,
