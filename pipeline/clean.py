@@ -38,6 +38,7 @@ import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from dagn.jpeg import estimate_quality
+from pipeline.keys import UnsafeKeyError
 from pipeline.manifest import new_run_id, read_manifest
 from pipeline.storage import Extensions, Location, S3Settings, is_s3, read_bytes, redact, resolve, write_bytes_atomic
 
@@ -195,9 +196,12 @@ def probe(location: Location, key: str, size: int, header_bytes: int = 65536) ->
     from PIL import Image
 
     row: dict[str, Any] = {"key": key, "size": size, "kind": "unreadable"}
+    try:
+        path = location.path(key)
+    except UnsafeKeyError as e:  # never read, and so never restored
+        return {**row, "error": str(e)}
     if size == 0:
         return {**row, "kind": "empty", "error": "empty file (0 bytes)"}
-    path = location.path(key)
     try:
         head = _read_head(location.fs, path, header_bytes)
         if not head.startswith(b"\xff\xd8\xff"):

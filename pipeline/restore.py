@@ -36,7 +36,8 @@ import pyarrow.fs as pafs
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from dagn.jpeg import estimate_quality
-from pipeline.codec import DecodeError, EncodeError, OutputFormat, decode_image, encode_image, output_format, output_key
+from pipeline.codec import DecodeError, EncodeError, OutputFormat, decode_image, encode_image, output_format
+from pipeline.keys import UnsafeKeyError, key_paths
 from pipeline.manifest import (
     MANIFEST_DIR,
     SCHEMA,
@@ -220,7 +221,7 @@ def _list_inputs(cfg: RestoreConfig, src: Location) -> list[tuple[str, int]]:
         text = read_bytes(where.fs, where.path(name)).decode()
     else:
         text = Path(cfg.list_file).read_text()
-    keys = [line.strip().lstrip("/") for line in text.splitlines()]
+    keys = [line.strip() for line in text.splitlines()]
     return [(k, -1) for k in dict.fromkeys(k for k in keys if k and not k.startswith("#"))]
 
 
@@ -248,15 +249,14 @@ def _remove_stale_temporaries(dst: Location, names: list[str]) -> None:
 def plan_restore(cfg: RestoreConfig, src: Location, dst: Location, run_id: str) -> Plan:
     """Decide, from listings and the manifest only, which inputs need reading.
 
+    * a key that could leave SRC or DST       -> failed (:func:`pipeline.keys.key_paths`);
     * output exists (one listing of DST)     -> skipped, "done", unless ``overwrite``;
     * skipped for its QF by an earlier run, and still outside the range -> skipped again without reading;
     * zero bytes (size from the listing)      -> failed;
     * two inputs mapping to one output name   -> the later ones failed;
     * everything else                         -> to do.
     """
-    if src.uri.rstrip("/") == dst.uri.rstrip("/") or (
-        cfg.list_file is None and dst.uri.startswith(src.uri.rstrip("/") + "/")
-    ):
+    if src.uri.rstrip("/") == dst.uri.rstrip("/") or dst.uri.startswith(src.uri.rstrip("/") + "/"):
         raise ValueError(f"the destination {dst.uri} must not be the source or lie inside it")
     inputs = _list_inputs(cfg, src)
     existing: set[str] = set()
@@ -279,7 +279,11 @@ def plan_restore(cfg: RestoreConfig, src: Location, dst: Location, run_id: str) 
     todo: list[tuple[str, int]] = []
     claimed: dict[str, str] = {}
     for key, size in inputs:
-        out = output_key(key, cfg.format)
+        try:
+            out = key_paths(key, src, dst, cfg.format).out_key
+        except UnsafeKeyError as e:
+            decide(key, "failed", error=str(e))
+            continue
         if out in claimed:
             decide(key, "failed", error=f"output name {out} is also the output of {claimed[out]}; rename one")
             continue
@@ -345,17 +349,19 @@ def read_and_decode(
     rows = []
     for key in batch.column("key").to_pylist():
         start = time.perf_counter()
-        out = output_key(key, OutputFormat(fmt))
-        row: dict = {
-            "input": source.uri_of(key),
-            "output": target.uri_of(out),
-            "key": key,
-            "out_key": out,
-            "out_format": output_format(key, OutputFormat(fmt)),
-            "status": "pending",
-        }
+        row: dict = {"input": source.uri_of(key), "key": key, "status": "pending"}
         try:
-            data = read_bytes(source.fs, source.path(key))
+            paths = key_paths(key, source, target, OutputFormat(fmt))
+        except UnsafeKeyError as e:  # the plan refuses these already; a second guard where the bytes are read
+            rows.append({**row, "status": "failed", "error": str(e), "milliseconds": 0.0})
+            continue
+        row.update(
+            output=target.uri_of(paths.out_key),
+            out_key=paths.out_key,
+            out_format=output_format(key, OutputFormat(fmt)),
+        )
+        try:
+            data = read_bytes(source.fs, paths.source)
             row["qf"] = estimate_quality(data)
             reason = _qf_skip_reason(min_qf, max_qf, row["qf"])
             if reason:

@@ -16,6 +16,8 @@ from urllib.parse import urlparse
 import pyarrow.fs as pafs
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
+from pipeline.keys import check_key, contain
+
 __all__ = [
     "Extensions",
     "Location",
@@ -87,11 +89,16 @@ class Location(BaseModel):
     root: str
 
     def path(self, relative: str = "") -> str:
-        """Path on :attr:`fs` of a file given relative to the root (always with forward slashes)."""
-        return posixpath.join(self.root, relative) if relative else self.root
+        """Path on :attr:`fs` of a file given relative to the root (always with forward slashes).
+
+        Raises:
+            UnsafeKeyError: when ``relative`` could name anything outside the root (see :mod:`pipeline.keys`).
+        """
+        return contain(self.root, check_key(relative)) if relative else self.root
 
     def uri_of(self, relative: str) -> str:
-        return posixpath.join(self.uri.rstrip("/"), relative)
+        """The URI of ``relative`` as text (for reports; no check, so a refused key is shown as it was given)."""
+        return f"{self.uri.rstrip('/')}/{relative}"
 
     def child(self, relative: str) -> Location:
         """The location of a folder below this one, on the same filesystem."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import io
+import logging
 import math
 
 import numpy as np
@@ -23,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from dagn import jpeg
 from dagn.degradation import DegradationConfig, degrade
+from pipeline.keys import key_problem
 from pipeline.ray_tweaks import with_idle_backoff
 from pipeline.storage import Location, S3Settings, list_files, read_bytes, resolve
 
@@ -39,6 +41,8 @@ __all__ = [
     "plan_rows",
     "split_images",
 ]
+
+log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -93,7 +97,13 @@ class ValidationImage(BaseModel):
 
 
 def list_images(location: Location) -> list[str]:
-    images = list_files(location, IMAGE_EXTENSIONS)
+    """The training images below ``location``; keys that could lead outside it are left out with a warning."""
+    images, refused = [], []
+    for key in list_files(location, IMAGE_EXTENSIONS):
+        problem = key_problem(key)
+        (refused if problem else images).append(problem or key)
+    if refused:
+        log.warning("%d training image keys refused, e.g. %s", len(refused), "; ".join(refused[:3]))
     if not images:
         raise ValueError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) under {location.uri}")
     return images
