@@ -8,8 +8,9 @@
 
 Rules that hold for every entry point here:
 
-* **Precision and layout.** The model runs in channels_last; on CUDA under bfloat16 autocast (float16 where the GPU
-  has no bfloat16), on CPU (and other devices) in float32. Outputs are float32 before rounding to uint8.
+* **Precision and layout.** The model runs in channels_last, under bfloat16 autocast on CUDA (float16 where the GPU
+  has no bfloat16) and on CPUs with native bf16 units, else in float32 (:mod:`dagn.precision`; ``precision``
+  forces either). Outputs are float32 before rounding to uint8.
 * **Gray images.** DAGN is an RGB network. A gray image (H x W) is replicated to three equal channels, restored, and
   brought back to one channel as the mean of the three output channels (the least-squares projection back onto
   gray). Gray in, gray out.
@@ -26,7 +27,6 @@ Rules that hold for every entry point here:
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import json
 import logging
@@ -41,6 +41,7 @@ from PIL import Image
 from dagn.checkpoint import load_model, read_metadata, shipped_weights
 from dagn.io import check_image, merge_alpha, split_alpha, to_arrays, to_tensor
 from dagn.models import DAGN
+from dagn.precision import Precision, autocast, autocast_dtype
 from dagn.tiling import tiled_apply
 
 __all__ = ["Restorer", "context_setting", "restore_image", "training_patch_size"]
@@ -65,6 +66,7 @@ class Restorer:
         batch_size: images (or tiles) per forward pass.
         context: the largest square the model sees at once (see the module notes); "auto" reads the training patch
             size from the model file's metadata (None when it has none, or for ``model``); None: no limit.
+        precision: "auto" (bf16 autocast on CUDA and on CPUs with native bf16, else fp32), "bf16" or "fp32".
     """
 
     def __init__(
@@ -77,6 +79,7 @@ class Restorer:
         tile_overlap: int = 32,
         batch_size: int = 1,
         context: int | Literal["auto"] | None = "auto",
+        precision: Precision = "auto",
     ) -> None:
         if weights is not None and model is not None:
             raise ValueError("give either weights or model, not both")
@@ -103,25 +106,21 @@ class Restorer:
         if self.context is not None and (tile is None or tile > self.context):
             self.tile, self.tile_overlap = self.context, self.context // 4
             self._tile_batch = max(batch_size, 16)
-        self._cuda = self.device.type == "cuda"
+        self.autocast_dtype = autocast_dtype(self.device, precision)
         # channels_last is faster for these convolutions on GPUs and on CPUs alike (1.4x for `small` on 2 CPU cores).
         self.model = self.model.to(memory_format=torch.channels_last)
-        if self._cuda:
-            self._amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         self._align = 16
-        log.debug("Restorer on %s: tile %s, context %s, batch %d", self.device, self.tile, self.context, batch_size)
+        log.debug(
+            "Restorer on %s (%s): tile %s, context %s, batch %d",
+            self.device, self.autocast_dtype or torch.float32, self.tile, self.context, batch_size,
+        )  # fmt: skip
 
     # -- tensors ----------------------------------------------------------------------------------------------------
-
-    def _autocast(self) -> contextlib.AbstractContextManager:
-        if self._cuda:
-            return torch.autocast("cuda", dtype=self._amp_dtype)
-        return contextlib.nullcontext()
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         """One model call on an RGB float batch on the device; float32 output clamped to [0, 1]."""
         x = x.contiguous(memory_format=torch.channels_last)
-        with self._autocast():
+        with autocast(self.device, self.autocast_dtype):
             y = self.model(x)
         return y.float().clamp_(0.0, 1.0)
 

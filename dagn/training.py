@@ -18,8 +18,13 @@ encoder's adversarial term goes through the discriminator with *detached* parame
 discriminator's loss sees *detached* features: one backward gives each optimizer exactly its own gradients.
 
 Learning rate: the release fine-tunes with Adam at 2e-5; we train from scratch, so the default is 5e-4 with a linear
-warm-up (stabilises BatchNorm statistics and Adam's moments in the first steps) and a cosine decay to 1% over the
-stage's planned steps. The schedule is a function of the step, so a resumed run continues it exactly.
+warm-up (stabilises BatchNorm statistics and Adam's moments in the first steps), then the peak, then a cosine decay
+to 1% over the last ``decay_steps`` of the stage (all of it after warm-up by default). With a decay phase, training
+extends without restarting the schedule: resume from a checkpoint taken before the decay began with more planned
+steps, and the flat peak simply runs longer. The schedule is a function of the step, so a resumed run continues it
+exactly. With ``ema_decay`` the stage also keeps an exponential moving average of the model's weights, which is the
+model it exports (:meth:`Stage.export_model`): an average over the last few hundred steps is a better model than
+the last step's weights, most of all while the learning rate is still high.
 
 Batches are dicts of tensors: ``clean`` and ``jpeg`` float (B, 3, P, P) in [0, 1], ``quality`` (B,) JPEG quality
 factors; :func:`batch_from_numpy` turns the uint8 arrays the data pipeline produces into one.
@@ -27,6 +32,7 @@ factors; :func:`batch_from_numpy` turns the uint8 arrays the data pipeline produ
 
 from __future__ import annotations
 
+import copy
 import inspect
 import math
 from typing import Any, ClassVar, Literal
@@ -50,6 +56,7 @@ __all__ = [
     "Stage",
     "batch_from_numpy",
     "build_stage",
+    "decay_start",
     "lr_factor",
     "new_model",
 ]
@@ -71,6 +78,20 @@ class OptimConfig(BaseModel):
     lr: float = Field(5e-4, gt=0, description="Peak Adam learning rate (the release fine-tunes at 2e-5).")
     min_lr_ratio: float = Field(0.01, ge=0, le=1, description="Final learning rate as a fraction of lr (cosine).")
     warmup_steps: int = Field(50, ge=0, description="Linear warm-up steps.")
+    decay_steps: int | None = Field(
+        None,
+        ge=1,
+        description="Length of the final cosine decay; the steps between warm-up and decay run at the peak lr, so a "
+        "run extends by resuming from a checkpoint before the decay with more planned steps. None: decay over all "
+        "steps after warm-up.",
+    )
+    ema_decay: float | None = Field(
+        None,
+        ge=0,
+        lt=1,
+        description="Decay per step of an exponential moving average of the weights, exported instead of the last "
+        "step's weights (e.g. 0.999: an average over ~1,000 steps). None: no average.",
+    )
     betas: tuple[float, float] = Field((0.9, 0.999), description="Adam betas.")
     weight_decay: float = Field(0.0, ge=0, description="Adam L2 weight decay.")
     grad_clip: float | None = Field(1.0, gt=0, description="Clip the global gradient norm to this (None: off).")
@@ -101,12 +122,22 @@ def new_model(variant: str) -> DAGN:
     return model
 
 
+def decay_start(total_steps: int, cfg: OptimConfig) -> int:
+    """First step of the decay phase: checkpoints up to this step can be continued with more planned steps."""
+    if cfg.decay_steps is None:
+        return min(cfg.warmup_steps, total_steps)
+    return max(cfg.warmup_steps, total_steps - cfg.decay_steps)
+
+
 def lr_factor(step: int, total_steps: int, cfg: OptimConfig) -> float:
-    """Multiplier of the peak lr at ``step`` (0-based): linear warm-up, then cosine from 1 to ``min_lr_ratio``."""
+    """Multiplier of the peak lr at ``step`` (0-based): linear warm-up, flat peak, cosine from 1 to ``min_lr_ratio``
+    over the decay phase (from :func:`decay_start` to ``total_steps``)."""
     if cfg.warmup_steps and step < cfg.warmup_steps:
         return (step + 1) / cfg.warmup_steps
-    span = max(1, total_steps - cfg.warmup_steps)
-    progress = min(1.0, (step - cfg.warmup_steps) / span)
+    start = decay_start(total_steps, cfg)
+    if step < start:
+        return 1.0
+    progress = min(1.0, (step - start) / max(1, total_steps - start))
     return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
@@ -241,7 +272,11 @@ class Stage:
         net = self._build_net().to(self.device)
         if channels_last:
             net = net.to(memory_format=torch.channels_last)
-        self.optimizers: dict[str, torch.optim.Optimizer] = self._build_optimizers(net)
+        self.optimizers: dict[str, torch.optim.Optimizer] = self._build_optimizers()
+        # The average covers every floating tensor of the model (BatchNorm statistics too); frozen parts stay equal.
+        self.ema: dict[str, torch.Tensor] | None = None
+        if self.optim.ema_decay is not None:
+            self.ema = {k: v.detach().clone() for k, v in self.model.state_dict().items() if v.is_floating_point()}
         self._peak_lrs = {name: [g["lr"] for g in opt.param_groups] for name, opt in self.optimizers.items()}
         if distributed:
             device_ids = [self.device.index] if self.device.type == "cuda" else None
@@ -257,7 +292,7 @@ class Stage:
     def _build_net(self) -> nn.Module:
         raise NotImplementedError
 
-    def _build_optimizers(self, net: nn.Module) -> dict[str, torch.optim.Optimizer]:
+    def _build_optimizers(self) -> dict[str, torch.optim.Optimizer]:
         raise NotImplementedError
 
     def _adam(self, params: list[nn.Parameter], lr: float) -> torch.optim.Adam:
@@ -297,17 +332,27 @@ class Stage:
             opt.step()
         metrics["lr"] = self.lr()
         self.step_count += 1
+        self._update_ema()
         return metrics
 
     @torch.no_grad()
-    def evaluate(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
-        """The stage's losses on ``batch`` without updating anything (modules in eval mode)."""
-        net = _unwrap(self.net)
-        net.eval()
-        inputs = {k: batch[k].to(self.device) for k in self.inputs}
-        out = net(**inputs)
-        net.train()
-        return {k: float(v) for k, v in out.items()}
+    def _update_ema(self) -> None:
+        if self.ema is None:
+            return
+        # Warm-up of the average (as in TF's ExponentialMovingAverage with num_updates): early on, when the average
+        # would mostly remember the starting point, it follows the weights more closely.
+        decay = min(self.optim.ema_decay, (1 + self.step_count) / (10 + self.step_count))
+        current = self.model.state_dict()
+        tensors = list(self.ema.values())
+        torch._foreach_lerp_(tensors, [current[k].detach() for k in self.ema], 1.0 - decay)
+
+    def export_model(self) -> DAGN:
+        """The model to save as the stage's result: the weight average when there is one, else the model itself."""
+        if self.ema is None:
+            return self.model
+        averaged = copy.deepcopy(self.model)
+        averaged.load_state_dict({**self.model.state_dict(), **self.ema})
+        return averaged
 
     # -- state ------------------------------------------------------------------------------------------------------
 
@@ -321,6 +366,8 @@ class Stage:
             "optimizers": {name: opt.state_dict() for name, opt in self.optimizers.items()},
             "rng": {"torch": torch.get_rng_state()},
         }
+        if self.ema is not None:
+            state["ema"] = {k: v.cpu() for k, v in self.ema.items()}
         if torch.cuda.is_available():
             state["rng"]["cuda"] = torch.cuda.get_rng_state_all()
         return state
@@ -332,6 +379,11 @@ class Stage:
         for name, opt in self.optimizers.items():
             opt.load_state_dict(state["optimizers"][name])
         self.step_count = int(state["step"])
+        if self.ema is not None:
+            # A checkpoint from a run without the average starts it from the restored weights.
+            saved = state.get("ema") or self.model.state_dict()
+            for k, v in self.ema.items():
+                v.copy_(saved[k])
         torch.set_rng_state(state["rng"]["torch"])
         if "cuda" in state["rng"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["rng"]["cuda"])
@@ -349,7 +401,7 @@ class CIStage(Stage):
         self.discriminator = FeatureDiscriminator(config)
         return _CINet(self.autoencoder, self.discriminator, self.optim.adversarial_weight)
 
-    def _build_optimizers(self, net: nn.Module) -> dict[str, torch.optim.Optimizer]:
+    def _build_optimizers(self) -> dict[str, torch.optim.Optimizer]:
         return {
             "main": self._adam(list(self.autoencoder.parameters()), self.optim.lr),
             "discriminator": torch.optim.Adam(
@@ -367,7 +419,7 @@ class CSStage(Stage):
     def _build_net(self) -> nn.Module:
         return _CSNet(self.model, self.optim.quality_weight)
 
-    def _build_optimizers(self, net: nn.Module) -> dict[str, torch.optim.Optimizer]:
+    def _build_optimizers(self) -> dict[str, torch.optim.Optimizer]:
         return {"main": self._adam(list(self.model.cs_encoder.parameters()), self.optim.lr)}
 
 
@@ -381,7 +433,7 @@ class RestorationStage(Stage):
         self.model.freeze_encoders()
         return _RestorationNet(self.model, self.optim.pixel_loss)
 
-    def _build_optimizers(self, net: nn.Module) -> dict[str, torch.optim.Optimizer]:
+    def _build_optimizers(self) -> dict[str, torch.optim.Optimizer]:
         return {"main": self._adam(self.model.restoration_parameters(), self.optim.lr)}
 
 

@@ -51,7 +51,9 @@ class TrainConfig(BaseModel):
     threads_per_worker: int | None = Field(
         None, ge=1, description="torch intra-op threads per worker (default: cluster CPUs / workers on CPU)."
     )
-    amp: bool | None = Field(None, description="bf16 autocast (default: on for GPU, off for CPU).")
+    amp: bool | None = Field(
+        None, description="bf16 autocast (default: on GPUs and on CPUs with native bf16, see dagn.precision)."
+    )
     channels_last: bool = Field(
         True, description="channels-last tensors: faster on GPUs and CPUs alike (2 CPU workers: 1.11x samples/s)."
     )

@@ -16,9 +16,10 @@ import numpy as np
 import torch
 
 from dagn.checkpoint import save_model
-from dagn.training import Stage, batch_from_numpy, build_stage, new_model
+from dagn.precision import cpu_has_bf16
+from dagn.training import Stage, batch_from_numpy, build_stage, decay_start, new_model
 from pipeline.storage import resolve
-from pipeline.train.artifacts import MODEL_FILE, STATE_FILE, load_remote_model, stage_file
+from pipeline.train.artifacts import MODEL_FILE, STATE_FILE, load_remote_model, save_remote_model, stage_file
 from pipeline.train.config import TrainConfig
 from pipeline.train.data import ValidationImage, load_validation_set
 from pipeline.train.meter import ThroughputMeter
@@ -59,7 +60,7 @@ def _build(loop_config: dict[str, Any]) -> _Run:
     world = ctx.get_world_size()
     torch.set_num_threads(loop_config["threads"])
     device = ray.train.torch.get_device() if cfg.use_gpu else torch.device("cpu")
-    amp = cfg.amp if cfg.amp is not None else cfg.use_gpu
+    amp = cfg.amp if cfg.amp is not None else (cfg.use_gpu or cpu_has_bf16())
     if number == 1:
         torch.manual_seed(cfg.seed)
         model = new_model(cfg.variant)
@@ -109,7 +110,8 @@ def _log_due(run: _Run, step: int) -> bool:
 def _validation_metrics(run: _Run, step: int) -> dict[str, float]:
     if not run.val_images or not (_validation_due(run, step) or step == run.end):
         return {}
-    metrics = validate(run.stage.model, run.val_images, run.device, context=run.cfg.data_config.degradation.patch_size)
+    patch = run.cfg.data_config.degradation.patch_size
+    metrics = validate(run.stage.export_model(), run.val_images, run.device, context=patch)
     log.info(
         "stage 3 step %d validation: PSNR %.2f dB (JPEG %.2f, gain %+.2f), SSIM %.4f (JPEG %.4f)",
         step, metrics["val_psnr"], metrics["val_psnr_jpeg"], metrics["val_psnr_gain"],
@@ -131,8 +133,20 @@ def _report(run: _Run, metrics: dict[str, float], step: int) -> None:
     metadata = {"variant": run.cfg.variant, "stage": str(run.number), "data": run.cfg.data, "step": str(step)}
     with tempfile.TemporaryDirectory(prefix="dagn-ckpt-") as tmp:
         torch.save(run.stage.state_dict(), os.path.join(tmp, STATE_FILE))
-        save_model(run.stage.model, os.path.join(tmp, MODEL_FILE), metadata)
+        save_model(run.stage.export_model(), os.path.join(tmp, MODEL_FILE), metadata)
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+
+
+def _save_branch_point(run: _Run, step: int) -> None:
+    """Rank 0, at the first step of the decay phase: the model a longer run continues from (``--init-from``)."""
+    optim = run.stage.optim
+    if run.rank != 0 or optim.decay_steps is None or step != decay_start(run.total, optim):
+        return
+    name = f"stage{run.number}-pre-decay.safetensors"
+    out = resolve(run.cfg.out, run.cfg.s3)
+    metadata = {"variant": run.cfg.variant, "stage": str(run.number), "data": run.cfg.data, "step": str(step)}
+    save_remote_model(run.stage.export_model(), out, name, metadata)
+    log.info("stage %d: decay begins at step %d; the model before it is %s", run.number, step, out.uri_of(name))
 
 
 def _log_progress(run: _Run, step: int, window: dict[str, list[float]], lr: float, meter: ThroughputMeter) -> None:
@@ -188,6 +202,7 @@ def train_loop(loop_config: dict[str, Any]) -> None:
             meter.new_window()
         if _checkpoint_due(run, step):
             _report(run, {**step_metrics, **meter.rates(step)}, step)
+        _save_branch_point(run, step)
         if step >= run.end:
             break
     if step < run.end:  # the stream ran dry (it is planned with a margin, so this should not happen); keep what we have

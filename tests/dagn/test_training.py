@@ -12,7 +12,15 @@ from skimage import data as skdata
 
 from dagn.degradation import DegradationConfig, degrade
 from dagn.models import build_model
-from dagn.training import RELATIVE_L1_EPS, OptimConfig, batch_from_numpy, build_stage, lr_factor, new_model
+from dagn.training import (
+    RELATIVE_L1_EPS,
+    OptimConfig,
+    batch_from_numpy,
+    build_stage,
+    decay_start,
+    lr_factor,
+    new_model,
+)
 
 torch.set_num_threads(1)
 
@@ -186,3 +194,39 @@ def test_lr_schedule_warms_up_then_decays():
     assert lr_factor(500, 100, cfg) == pytest.approx(0.01)
     factors = [lr_factor(s, 100, cfg) for s in range(10, 101)]
     assert all(x >= y for x, y in itertools.pairwise(factors))
+
+
+def test_schedule_with_a_decay_phase_extends_without_a_restart():
+    cfg = OptimConfig(lr=1e-3, warmup_steps=10, decay_steps=40, min_lr_ratio=0.01)
+    assert decay_start(100, cfg) == 60
+    assert [lr_factor(s, 100, cfg) for s in (9, 10, 59, 60)] == pytest.approx([1.0, 1.0, 1.0, 1.0])
+    assert lr_factor(80, 100, cfg) == pytest.approx(0.505)
+    assert lr_factor(100, 100, cfg) == pytest.approx(0.01)
+    # Planning 200 steps instead of 100: every step before the old decay gets the same lr, so a pre-decay
+    # checkpoint continues as if the longer run had been planned from the start.
+    assert all(lr_factor(s, 100, cfg) == lr_factor(s, 200, cfg) for s in range(61))
+    assert lr_factor(100, 200, cfg) == 1.0 and decay_start(200, cfg) == 160
+    assert decay_start(100, OptimConfig(warmup_steps=10)) == 10  # default: the whole run after warm-up decays
+
+
+def test_ema_is_exported_and_round_trips(batch):
+    optim = OptimConfig(lr=2e-3, warmup_steps=0, min_lr_ratio=1.0, ema_decay=0.5)
+    a = _stage(3, optim=optim)
+    start = {k: v.clone() for k, v in a.model.state_dict().items()}
+    for _ in range(3):
+        a.step(batch)
+    raw, averaged = a.model.state_dict(), a.export_model().state_dict()
+    moved = [k for k in raw if raw[k].is_floating_point() and not torch.equal(raw[k], start[k])]
+    assert moved and "tail.0.weight" in moved
+    for k in moved:  # the average lies strictly between the start and the last weights, not on either
+        assert not torch.equal(averaged[k], raw[k]) and not torch.equal(averaged[k], start[k]), k
+    plain = _stage(3)
+    assert plain.export_model() is plain.model  # without ema_decay the model itself is exported
+
+    buffer = io.BytesIO()
+    torch.save(a.state_dict(), buffer)
+    buffer.seek(0)
+    b = _stage(3, seed=5, optim=optim)
+    b.load_state_dict(torch.load(buffer, weights_only=False))
+    for k, v in b.export_model().state_dict().items():
+        assert torch.equal(v, averaged[k]), k
