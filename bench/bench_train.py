@@ -1,4 +1,4 @@
-"""Training throughput (samples/s) of DAGN's stage 3 on Ray Train with 1 and 2 workers, as a ratio, in one run.
+"""Training throughput (samples/s) of DAGN's stage 3 on Ray Train: 1 and 2 workers, fp32 and bf16, in one run.
 
 Each configuration is a real stage-3 run of ``dagn train`` (Ray Data patches, TorchTrainer, DDP) from a randomly
 initialised model, timed on its steady part (the first ``--warmup`` steps are left out). Configurations run in
@@ -8,6 +8,10 @@ steady part (from /proc, once a second): the trainers, Ray Data (patch making an
 Ray (daemons, Ray Train's controller actors, this driver) and idle time, which is what keeps the ratio below 2.
 Last, with Ray shut down, the same steps in 1 and 2 plain torch processes (DDP over gloo, random patches, no data
 pipeline): the ratio this machine allows, which the Ray runs' ratio can approach but not pass.
+
+Precision: the worker-scaling runs use training's default (bf16 autocast on GPUs and on CPUs with native bf16, else
+fp32); the 2-worker run (and its plain-torch twin) is repeated in the other precision, and both are printed side by
+side. ``--precision fp32`` or ``bf16`` forces one for every run instead.
 
 CPU (this machine):   python bench/bench_train.py
 GPU (1 worker per GPU, bf16 autocast, needs 2 GPUs for the ratio; channels_last as on CPU):
@@ -31,6 +35,7 @@ from PIL import Image
 
 import dagn
 from dagn.checkpoint import save_model
+from dagn.precision import cpu_has_bf16
 from pipeline.storage import resolve, write_bytes_atomic
 from pipeline.train import TrainConfig, run_stage
 from pipeline.train.data import TRAINING_DEGRADATION, DataConfig
@@ -98,7 +103,9 @@ class CpuSampler:
         return used
 
 
-def _run(args: argparse.Namespace, data: str, workers: int, threads: int | None) -> tuple[float, dict[str, float]]:
+def _run(
+    args: argparse.Namespace, data: str, workers: int, threads: int | None, bf16: bool
+) -> tuple[float, dict[str, float]]:
     out = Path(args.scratch) / f"w{workers}t{threads}-{uuid.uuid4().hex[:6]}"
     # Stage 3 starts from the stage-2 file; a random model is as fast to train as a trained one.
     seed = io.BytesIO()
@@ -117,6 +124,7 @@ def _run(args: argparse.Namespace, data: str, workers: int, threads: int | None)
         workers=workers,
         threads_per_worker=threads,
         gpus_per_worker=args.gpus_per_worker,
+        amp=bf16,
         log_every=args.warmup,
         checkpoint_every=args.steps,
         data_config=DataConfig(
@@ -131,7 +139,7 @@ def _run(args: argparse.Namespace, data: str, workers: int, threads: int | None)
     return float(metrics["steady_samples_per_s"]), sampler.cores(metrics["steady_from_unix"], metrics["steady_to_unix"])
 
 
-def _plain_worker(rank: int, world: int, port: int, args: argparse.Namespace, rates) -> None:
+def _plain_worker(rank: int, world: int, port: int, args: argparse.Namespace, bf16: bool, rates) -> None:
     """One process of the no-Ray reference: stage 3 of a random model on random uint8 patches, DDP over gloo."""
     import torch
     import torch.distributed as dist
@@ -142,7 +150,13 @@ def _plain_worker(rank: int, world: int, port: int, args: argparse.Namespace, ra
     if world > 1:
         dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     torch.manual_seed(rank)
-    stage = build_stage(3, dagn.build_model(args.variant), total_steps=args.steps, distributed=world > 1)
+    stage = build_stage(
+        3,
+        dagn.build_model(args.variant),
+        total_steps=args.steps,
+        distributed=world > 1,
+        autocast_dtype=torch.bfloat16 if bf16 else None,
+    )
     rng = np.random.default_rng(rank)
     shape = (args.batch_size, args.patch_size, args.patch_size, 3)
     batches = [{k: rng.integers(0, 256, shape, dtype=np.uint8) for k in ("clean", "jpeg")} for _ in range(4)]
@@ -155,7 +169,7 @@ def _plain_worker(rank: int, world: int, port: int, args: argparse.Namespace, ra
         dist.destroy_process_group()
 
 
-def _plain(args: argparse.Namespace, world: int) -> float:
+def _plain(args: argparse.Namespace, world: int, bf16: bool) -> float:
     """samples/s of ``world`` plain torch processes (1 thread each), no Ray and no data pipeline: what the machine
     allows, the ceiling of the Ray runs' ratio."""
     import torch.multiprocessing as mp
@@ -165,7 +179,7 @@ def _plain(args: argparse.Namespace, world: int) -> float:
     ctx = mp.get_context("spawn")
     rates = ctx.Manager().dict()
     port = free_port()
-    procs = [ctx.Process(target=_plain_worker, args=(r, world, port, args, rates)) for r in range(world)]
+    procs = [ctx.Process(target=_plain_worker, args=(r, world, port, args, bf16, rates)) for r in range(world)]
     for p in procs:
         p.start()
     for p in procs:
@@ -184,6 +198,9 @@ def main() -> None:
     parser.add_argument("--patches-per-image", type=int, help=f"default: training's ({DataConfig().patches_per_image})")
     parser.add_argument("--gpus-per-worker", type=float, default=0.0)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument(
+        "--precision", choices=("both", "fp32", "bf16"), default="both", help="both: the 2-worker run in each"
+    )
     parser.add_argument("--scratch", default="runs/bench_train", help="checkpoints of the bench runs go here")
     args = parser.parse_args()
 
@@ -193,48 +210,78 @@ def main() -> None:
     cpus = int(ray.cluster_resources().get("CPU", 1))
     gpus = int(ray.cluster_resources().get("GPU", 0))
     data = args.data or _sample_images(Path(args.scratch) / "images")
+    default_bf16 = bool(args.gpus_per_worker) or cpu_has_bf16()
+    bf16 = default_bf16 if args.precision == "both" else args.precision == "bf16"
     if args.gpus_per_worker:
-        configs = [(1, None)] + ([(2, None)] if gpus >= 2 * args.gpus_per_worker else [])
+        configs = [(1, None, bf16)] + ([(2, None, bf16)] if gpus >= 2 * args.gpus_per_worker else [])
     else:  # 1 worker with 1 thread and with every core, 2 workers with cores / 2 threads each
-        configs = [(1, 1), (1, cpus), (2, max(1, cpus // 2))]
+        configs = [(1, 1, bf16), (1, cpus, bf16), (2, max(1, cpus // 2), bf16)]
+    if args.precision == "both":  # the last (widest) configuration again in the other precision
+        configs.append((*configs[-1][:2], not bf16))
     print(procfs.machine_line(cuda=bool(args.gpus_per_worker)))
     print(
         f"config: variant {args.variant}, stage 3, batch {args.batch_size} per worker, patch {args.patch_size}, "
         f"{args.steps} steps ({args.warmup} warm-up), gpus/worker {args.gpus_per_worker}, "
-        f"bf16 autocast {bool(args.gpus_per_worker)}, channels_last, Ray CPUs {cpus} GPUs {gpus}, "
+        f"native bf16 on this CPU {cpu_has_bf16()}, channels_last, Ray CPUs {cpus} GPUs {gpus}, "
         f"best of {args.repeats}"
     )
-    best: dict[tuple[int, int | None], float] = {}
+    best: dict[tuple[int, int | None, bool], float] = {}
     for r in range(args.repeats):
-        for workers, threads in configs:
-            rate, cores = _run(args, data, workers, threads)
-            best[(workers, threads)] = max(rate, best.get((workers, threads), 0.0))
-            line = f"  run {r + 1}: {workers} worker(s) x {threads or 'auto'} thread(s): {rate:7.1f} samples/s"
+        for key in configs:
+            workers, threads, amp = key
+            rate, cores = _run(args, data, workers, threads, amp)
+            best[key] = max(rate, best.get(key, 0.0))
+            line = (
+                f"  run {r + 1}: {workers} worker(s) x {threads or 'auto'} thread(s), {_precision(amp)}: "
+                f"{rate:7.1f} samples/s"
+            )
             if workers == 2 and cores:
                 line += "  (cores: " + ", ".join(f"{k} {v:.2f}" for k, v in cores.items()) + ")"
             print(line)
     ray.shutdown()
-    plain: dict[int, float] = {}
+    plain: dict[tuple[int, bool], float] = {}
     if not args.gpus_per_worker and cpus >= 2:  # the same steps in plain processes, with Ray shut down
+        plain_configs = [(1, bf16), (2, bf16)] + ([(2, not bf16)] if args.precision == "both" else [])
         for r in range(args.repeats):
-            for world in (1, 2):
-                rate = _plain(args, world)
-                plain[world] = max(rate, plain.get(world, 0.0))
-                print(f"  run {r + 1}: {world} plain torch process(es) x 1 thread, no Ray: {rate:7.1f} samples/s")
-    print("\nworkers  threads/worker  samples/s (best)")
-    for (workers, threads), rate in best.items():
-        print(f"{workers:>7}  {threads or 'auto':>14}  {rate:16.1f}")
+            for world, amp in plain_configs:
+                rate = _plain(args, world, amp)
+                plain[(world, amp)] = max(rate, plain.get((world, amp), 0.0))
+                print(
+                    f"  run {r + 1}: {world} plain torch process(es) x 1 thread, {_precision(amp)}, no Ray: "
+                    f"{rate:7.1f} samples/s"
+                )
+    print("\nworkers  threads/worker  precision  samples/s (best)")
+    for (workers, threads, amp), rate in best.items():
+        print(f"{workers:>7}  {threads or 'auto':>14}  {_precision(amp):>9}  {rate:16.1f}")
     one = best[configs[0]]
-    if (2, configs[-1][1]) in best and configs[-1][0] == 2:
-        two = best[configs[-1]]
-        print(f"\nratio 2 workers / 1 worker (1 thread): {two / one:.2f}x (goal >= 1.7x)")
-        if (1, cpus) in best and cpus > 1:
-            print(f"ratio 2 workers / 1 worker ({cpus} threads): {two / best[(1, cpus)]:.2f}x")
-    if plain:
+    if args.precision == "both":
+        widest = configs[-2][:2]
+        rates = {amp: best[(*widest, amp)] for amp in (False, True)}
         print(
-            f"no Ray (plain torch DDP, random patches): 1 process {plain[1]:.1f}, 2 processes {plain[2]:.1f} "
-            f"samples/s, ratio {plain[2] / plain[1]:.2f}x: the most two workers can give on this machine"
+            f"\nstage 3, {widest[0]} worker(s): fp32 {rates[False]:.1f} samples/s, bf16 {rates[True]:.1f} samples/s, "
+            f"bf16 / fp32 {rates[True] / rates[False]:.2f}x"
         )
+        if (2, False) in plain and (2, True) in plain:
+            print(
+                f"plain torch, 2 processes: fp32 {plain[(2, False)]:.1f}, bf16 {plain[(2, True)]:.1f} samples/s, "
+                f"bf16 / fp32 {plain[(2, True)] / plain[(2, False)]:.2f}x"
+            )
+    two_key = next((k for k in configs if k[0] == 2 and k[2] == bf16), None)
+    if two_key is not None:
+        two = best[two_key]
+        print(f"\nratio 2 workers / 1 worker (1 thread): {two / one:.2f}x (goal >= 1.7x)")
+        if (1, cpus, bf16) in best and cpus > 1:
+            print(f"ratio 2 workers / 1 worker ({cpus} threads): {two / best[(1, cpus, bf16)]:.2f}x")
+    if plain:
+        one_p, two_p = plain[(1, bf16)], plain[(2, bf16)]
+        print(
+            f"no Ray (plain torch DDP, random patches, {_precision(bf16)}): 1 process {one_p:.1f}, 2 processes "
+            f"{two_p:.1f} samples/s, ratio {two_p / one_p:.2f}x: the most two workers can give on this machine"
+        )
+
+
+def _precision(bf16: bool) -> str:
+    return "bf16" if bf16 else "fp32"
 
 
 if __name__ == "__main__":
