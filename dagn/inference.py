@@ -16,11 +16,12 @@ Rules that hold for every entry point here:
   gray). Gray in, gray out.
 * **Tiling.** With ``tile`` set, images larger than ``tile`` along either side run as overlapping tiles blended
   without seams (:mod:`dagn.tiling`); smaller images run whole.
-* **Context.** A model trained on small patches is run on regions of that size: its bottleneck saw 4 x 4 feature
-  maps whose every cell touches the padding, and on whole photos it learnt nothing about, it restores worse (the
-  ``small`` weights at QF 90 on BSD500 image 101084: 25.4 dB whole, 35.0 dB in 64 px tiles, 34.9 dB JPEG). So the
-  tile size is at most ``context``, by default the training patch size recorded in the model file, with a quarter
-  of it as overlap; tiles of that size run in batches of at least 16.
+* **Context.** A model trained on patches below :data:`WHOLE_IMAGE_PATCH` pixels is run on regions of its patch
+  size: its bottleneck saw 4 x 4 feature maps whose every cell touches the padding, and on whole photos it learnt
+  nothing about, it restores worse (the 64 px ``small`` weights at QF 90 on BSD500 image 101084: 25.4 dB whole,
+  35.0 dB in 64 px tiles, 34.9 dB JPEG). Models trained on larger patches run on whole images (tiles only for
+  memory). So the tile size is at most ``context``, by default :func:`auto_context` of the training patch size
+  recorded in the model file, with a quarter of it as overlap; tiles of that size run in batches of at least 16.
 * **Batching.** :meth:`Restorer.restore_batch` stacks images of the same size (and tiles of one size) into batches
   of ``batch_size``; results come back in input order.
 """
@@ -44,9 +45,13 @@ from dagn.models import DAGN
 from dagn.precision import Precision, autocast, autocast_dtype
 from dagn.tiling import tiled_apply
 
-__all__ = ["Restorer", "context_setting", "restore_image", "training_patch_size"]
+__all__ = ["WHOLE_IMAGE_PATCH", "Restorer", "auto_context", "context_setting", "restore_image", "training_patch_size"]
 
 log = logging.getLogger(__name__)
+
+# Training patch size from which a model runs on whole images: from 128 px on, the bottleneck of `small` sees 8 x 8
+# maps with an inner part away from the padding, and the guiders pool over patches of a realistic size.
+WHOLE_IMAGE_PATCH = 128
 
 
 def _default_device() -> str:
@@ -64,8 +69,9 @@ class Restorer:
         tile: tile side in pixels for large images (None: always whole images). 256-512 suits most memory budgets.
         tile_overlap: minimum overlap between neighbouring tiles in pixels.
         batch_size: images (or tiles) per forward pass.
-        context: the largest square the model sees at once (see the module notes); "auto" reads the training patch
-            size from the model file's metadata (None when it has none, or for ``model``); None: no limit.
+        context: the largest square the model sees at once (see the module notes); "auto": :func:`auto_context` of
+            the training patch size in the model file's metadata (None when it has none, or for ``model``); None: no
+            limit.
         precision: "auto" (bf16 autocast on CUDA and on CPUs with native bf16, else fp32), "bf16" or "fp32".
     """
 
@@ -94,7 +100,7 @@ class Restorer:
             path = Path(weights) if weights is not None else shipped_weights()
             model = load_model(path, device="cpu")
             self.weights: Path | None = path
-            self.context = training_patch_size(path) if context == "auto" else context
+            self.context = auto_context(training_patch_size(path)) if context == "auto" else context
         else:
             self.weights = None
             self.context = None if context == "auto" else context
@@ -167,6 +173,12 @@ class Restorer:
 def context_setting(pixels: int | None) -> int | Literal["auto"] | None:
     """A configured context (None: the model's own, 0: whole images) as :class:`Restorer` takes it."""
     return "auto" if pixels is None else (pixels or None)
+
+
+def auto_context(patch_size: int | None) -> int | None:
+    """The context a model trained on ``patch_size`` patches runs in by default: its patch size below
+    :data:`WHOLE_IMAGE_PATCH`, else (or when unknown) None, whole images."""
+    return patch_size if patch_size is not None and patch_size < WHOLE_IMAGE_PATCH else None
 
 
 def training_patch_size(path: str | Path) -> int | None:

@@ -21,7 +21,7 @@ def validate(
 ) -> dict[str, float]:
     """Mean PSNR/SSIM of the JPEG input and of the restored image against the clean crop, per QF and overall.
 
-    The model runs as :class:`dagn.Restorer` runs it for users: in regions of ``context`` pixels (the patch size).
+    The model runs as :class:`dagn.Restorer` runs it for users: in regions of ``context`` pixels (None: whole).
     """
     # A copy: the Restorer puts its model in eval mode and channels_last; the trained one stays as DDP holds it.
     restorer = Restorer(model=copy.deepcopy(model), device=str(device), context=context)

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from dagn.checkpoint import save_model
+from dagn.inference import auto_context
 from dagn.precision import cpu_has_bf16
 from dagn.training import Stage, batch_from_numpy, build_stage, decay_start, new_model
 from pipeline.storage import resolve
@@ -110,8 +111,8 @@ def _log_due(run: _Run, step: int) -> bool:
 def _validation_metrics(run: _Run, step: int) -> dict[str, float]:
     if not run.val_images or not (_validation_due(run, step) or step == run.end):
         return {}
-    patch = run.cfg.data_config.degradation.patch_size
-    metrics = validate(run.stage.export_model(), run.val_images, run.device, context=patch)
+    context = auto_context(run.cfg.data_config.degradation.patch_size)  # as the exported model will run
+    metrics = validate(run.stage.export_model(), run.val_images, run.device, context=context)
     log.info(
         "stage 3 step %d validation: PSNR %.2f dB (JPEG %.2f, gain %+.2f), SSIM %.4f (JPEG %.4f)",
         step, metrics["val_psnr"], metrics["val_psnr_jpeg"], metrics["val_psnr_gain"],

@@ -99,6 +99,10 @@ def test_context_is_the_training_patch_size_from_the_model_file(weights, tmp_pat
     np.testing.assert_array_equal(auto(image), by_hand(image))
     assert dagn.Restorer(trained, context=None).tile is None
     assert dagn.Restorer(trained, tile=16, tile_overlap=4).tile == 16  # a smaller memory tile still wins
+    large = save_model(
+        dagn.checkpoint.load_model(weights), tmp_path / "l.safetensors", {"degradation": '{"patch_size": 128}'}
+    )
+    assert dagn.Restorer(large).context is None and dagn.Restorer(large).tile is None  # trained large: whole
     assert dagn.Restorer(weights).context is None
     assert dagn.Restorer(model=dagn.checkpoint.load_model(trained)).context is None
     with pytest.raises(ValueError, match="context"):
