@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import numpy as np
 import typer
@@ -35,8 +35,11 @@ class EvaluateConfig(BaseModel):
     context: int | None = Field(
         None,
         ge=0,
-        description="Largest region (pixels) the model sees at once; default: its training patch size; 0: whole "
-        "images (see dagn.inference).",
+        description="Largest region (pixels) the model sees at once; default: the model's own (whole images for "
+        "models trained on patches of 128 px or more, else their patch size); 0: whole images (see dagn.inference).",
+    )
+    precision: Literal["auto", "bf16", "fp32"] = Field(
+        "auto", description="auto: bf16 autocast on GPUs and CPUs with native bf16, else fp32 (dagn.precision)."
     )
     device: str | None = Field(None, description="torch device (default: cuda if available, else cpu).")
 
@@ -73,7 +76,10 @@ def evaluate(
     limit: Annotated[int | None, typer.Option(help="Only the first N images.")] = None,
     tile: Annotated[int | None, typer.Option(help="Tile size for large images.")] = None,
     context: Annotated[
-        int | None, typer.Option(help="Largest region the model sees [default: its training patch size; 0: whole].")
+        int | None, typer.Option(help="Largest region the model sees [default: the model's own; 0: whole].")
+    ] = None,
+    precision: Annotated[
+        str | None, typer.Option(help="auto (bf16 where the hardware has it), bf16 or fp32 [default: auto].")
     ] = None,
     device: Annotated[str | None, typer.Option(help="torch device (default: cuda if available).")] = None,
     config: Annotated[Path | None, typer.Option(help="YAML file with any of these options.")] = None,
@@ -99,12 +105,22 @@ def evaluate(
         limit=limit,
         tile=tile,
         context=context,
+        precision=precision,
         device=device,
     )
     label = cfg.name or _KNOWN_SETS.get(cfg.data.name, cfg.data.name)
     truths = load_ground_truth(cfg.data, cfg.limit)
-    restorer = Restorer(cfg.weights, device=cfg.device, tile=cfg.tile, context=context_setting(cfg.context))
-    Console(stderr=True).print(f"model {restorer.weights}: context {restorer.context or 'whole image'} px")
+    restorer = Restorer(
+        cfg.weights,
+        device=cfg.device,
+        tile=cfg.tile,
+        context=context_setting(cfg.context),
+        precision=cfg.precision,
+    )
+    Console(stderr=True).print(
+        f"model {restorer.weights}: context {restorer.context or 'whole image'} px, "
+        f"autocast {restorer.autocast_dtype or 'off (fp32)'}"
+    )
     folder = cfg.out / label
     gallery = CropGallery(folder, truths, quality=cfg.qualities[0])
 
