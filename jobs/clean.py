@@ -88,9 +88,16 @@ def clean(
         s3_endpoint=s3_endpoint,
     )
     console = Console(stderr=True)
-    _start_ray(address)
-
     from pipeline.clean import run_clean
+    from pipeline.restore import check_weights
+
+    if cfg.dst is not None and not cfg.dry_run:
+        try:
+            check_weights(cfg.restore_config("weights-check-only"))
+        except (FileNotFoundError, ValueError) as e:
+            console.print(f"[red]error:[/red] {e}", soft_wrap=True)
+            raise typer.Exit(2) from None
+    _start_ray(address)
 
     try:
         result = run_clean(cfg, on_stage=lambda stage: console.print(f"[bold]clean[/bold] {stage} ..."))

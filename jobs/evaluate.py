@@ -89,6 +89,7 @@ def evaluate(
     Writes results.json, results.md, psnr_vs_qf.png (with published FBCNN/DAGN anchors on LIVE1 and BSD500) and an
     index.html with side-by-side crops. QF 70-90 are the "no harm" checks: restoring must not make good images worse.
     """
+    from dagn.checkpoint import ModelFileError
     from dagn.evaluation import evaluate as run_benchmark
     from dagn.inference import Restorer, context_setting
     from jobs.eval_report import CropGallery, markdown_table, write_report
@@ -110,13 +111,17 @@ def evaluate(
     )
     label = cfg.name or _KNOWN_SETS.get(cfg.data.name, cfg.data.name)
     truths = load_ground_truth(cfg.data, cfg.limit)
-    restorer = Restorer(
-        cfg.weights,
-        device=cfg.device,
-        tile=cfg.tile,
-        context=context_setting(cfg.context),
-        precision=cfg.precision,
-    )
+    try:
+        restorer = Restorer(
+            cfg.weights,
+            device=cfg.device,
+            tile=cfg.tile,
+            context=context_setting(cfg.context),
+            precision=cfg.precision,
+        )
+    except ModelFileError as e:
+        Console(stderr=True).print(f"[red]error:[/red] {e}", soft_wrap=True)
+        raise typer.Exit(2) from None
     Console(stderr=True).print(
         f"model {restorer.weights}: context {restorer.context or 'whole image'} px, "
         f"autocast {restorer.autocast_dtype or 'off (fp32)'}"

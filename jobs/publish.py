@@ -15,7 +15,15 @@ from typing import Annotated
 
 import typer
 
-from dagn.checkpoint import content_hash, load_model, read_metadata
+from dagn.checkpoint import (
+    CONTENT_HASH_KEY,
+    ModelFileError,
+    content_hash,
+    load_model,
+    read_metadata,
+    save_model,
+    verify_model_file,
+)
 from dagn.complexity import count_parameters, gflops_per_megapixel
 
 REPO = Path(__file__).resolve().parent.parent
@@ -89,11 +97,20 @@ def publish(
     weights_dir: Annotated[Path, typer.Option(help="Where shipped weights live.")] = WEIGHTS_DIR,
 ) -> None:
     """Copy a trained model into dagn/weights under a content-hash name and make it the shipped default."""
-    meta = read_metadata(model_file)
-    name = f"dagn-{meta.get('variant', 'model')}-{content_hash(model_file)}.safetensors"
+    try:
+        meta = verify_model_file(model_file)  # a damaged model is never shipped
+    except ModelFileError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from None
     weights_dir.mkdir(parents=True, exist_ok=True)
+    rehashed = None
+    if CONTENT_HASH_KEY not in meta:  # exported before files recorded it: shipped with it, so loads can check it
+        rehashed = model_file = save_model(load_model(model_file), weights_dir / f".{model_file.name}.tmp", meta)
+    name = f"dagn-{meta.get('variant', 'model')}-{content_hash(model_file)}.safetensors"
     target = weights_dir / name
     shutil.copyfile(model_file, target)
+    if rehashed is not None:
+        rehashed.unlink()
     (weights_dir / "default.json").write_text(json.dumps({"file": name}, indent=1) + "\n")
     card = model_card(target, eval_dir, notes.read_text() if notes else "")
     (weights_dir / "MODEL_CARD.md").write_text(card)

@@ -77,8 +77,8 @@ def restore(
 
     try:
         check_weights(cfg)
-    except FileNotFoundError as e:
-        console.print(f"[red]error:[/red] {e}")
+    except (FileNotFoundError, ValueError) as e:
+        console.print(f"[red]error:[/red] {e}", soft_wrap=True)
         raise typer.Exit(2) from None
     _start_ray(address)
 

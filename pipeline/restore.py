@@ -403,21 +403,24 @@ def _local_weights(weights: str | None, s3: S3Settings) -> str | None:
 
 
 def check_weights(cfg: RestoreConfig) -> None:
-    """Fail in the driver, with a clear message, when the model file is missing (not later inside every actor)."""
-    if cfg.weights is None:
-        from dagn.checkpoint import shipped_weights
+    """Refuse in the driver, before Ray starts, a model file that is missing (FileNotFoundError) or damaged
+    (:class:`dagn.checkpoint.ModelFileError`): one clear line, not a traceback from every actor or black outputs."""
+    from dagn.checkpoint import shipped_weights, verify_model_file
 
+    if cfg.weights is None:
         path = shipped_weights()  # raises FileNotFoundError when the package has no default.json
         if not path.exists():
             raise FileNotFoundError(f"the shipped weights {path} are missing; pass --weights")
-        return
-    if is_s3(cfg.weights):
+    elif is_s3(cfg.weights):
         where, name = resolve_file(cfg.weights, cfg.s3)
-        found = where.fs.get_file_info(where.path(name)).type == pafs.FileType.File
+        if where.fs.get_file_info(where.path(name)).type != pafs.FileType.File:
+            raise FileNotFoundError(f"model file not found: {cfg.weights}")
+        path = _local_weights(cfg.weights, cfg.s3)
     else:
-        found = Path(cfg.weights).is_file()
-    if not found:
-        raise FileNotFoundError(f"model file not found: {cfg.weights}")
+        path = cfg.weights
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"model file not found: {cfg.weights}")
+    verify_model_file(path)
 
 
 class _IOStage:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import boto3
 import numpy as np
@@ -83,3 +84,18 @@ def test_restore_s3_prefix_then_resume(ray_local, s3_server, s3_bucket, weights)
     assert "skipped" in again.output
     for text in (result.output, again.output):
         assert s3_server.secret_key not in text and s3_server.access_key not in text
+
+
+def test_damaged_weights_are_one_line_and_exit_2_before_any_output(tmp_path, weights):
+    src = tmp_path / "in"
+    src.mkdir()
+    (src / "a.jpg").write_bytes(_jpeg(0))
+    blob = bytearray(Path(weights).read_bytes())
+    blob[-512:-256] = np.random.default_rng(0).integers(0, 256, 256, dtype=np.uint8).tobytes()
+    damaged = tmp_path / "damaged.safetensors"
+    damaged.write_bytes(bytes(blob))
+    for command in (["restore", str(src), str(tmp_path / "out")], ["clean", str(src), str(tmp_path / "out")]):
+        result = runner.invoke(app, [*command, "--weights", str(damaged)])
+        assert result.exit_code == 2, result.output
+        assert result.output.strip().startswith("error:") and "corrupt" in result.output
+        assert "Traceback" not in result.output and not (tmp_path / "out").exists()
