@@ -14,6 +14,7 @@ Pure functions on bytes (no Ray, no storage), so each rule is tested directly:
 from __future__ import annotations
 
 import io
+import math
 import posixpath
 import warnings
 from dataclasses import dataclass
@@ -109,6 +110,9 @@ def decode_image(data: bytes, *, max_pixels: int) -> Decoded:
                     f"of {max_pixels:,} (raise --max-pixels to allow it)"
                 )
             fmt = pil.format or fmt
+            short = _short_jpeg_scan(data) if fmt == "JPEG" else None
+            if short:
+                raise DecodeError(short)
             pil.load()
     except DecodeError:
         raise
@@ -134,6 +138,62 @@ def decode_image(data: bytes, *, max_pixels: int) -> Decoded:
     except UnsupportedModeError as e:
         raise DecodeError(str(e)) from None
     return Decoded(pixels=pixels, alpha=alpha, format=fmt, icc_profile=icc, exif=exif_bytes)
+
+
+_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7}  # Huffman-coded frames (arithmetic coding has no bit floor)
+_ARITHMETIC = {0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+_NO_LENGTH = {0x01, *range(0xD0, 0xD9)}  # TEM, RSTn, SOI: markers without a length field
+
+
+def _short_jpeg_scan(data: bytes) -> str | None:
+    """Why a JPEG's entropy-coded data is too short for the size its frame header declares, or None.
+
+    libjpeg decodes such a file "successfully": it warns of a premature end and fills the rest with flat gray, and
+    Pillow drops the warning. A forged header over a tiny scan (1000 x 1000 declared over 16 x 16 of data) would
+    then be restored for minutes and marked ok. Huffman coding spends at least one bit per 8 x 8 block and component
+    (the DC code, in every mode), so fewer bits than blocks cannot be a whole image.
+    """
+    if not data.startswith(b"\xff\xd8"):
+        return None
+    pos, frame = 2, None
+    while pos + 4 <= len(data):
+        if data[pos] != 0xFF:
+            return None  # not a marker where one must be: Pillow's own decoder reports it
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        if marker in _NO_LENGTH:
+            pos += 2
+            continue
+        length = int.from_bytes(data[pos + 2 : pos + 4], "big")
+        if marker in _SOF:
+            frame = data[pos + 4 : pos + 2 + length]
+        elif marker in _ARITHMETIC:
+            return None
+        elif marker == 0xDA:  # start of scan: everything after its header is (mostly) entropy-coded data
+            if frame is None or len(frame) < 6:
+                return None
+            return _blocks_check(frame, len(data) - (pos + 2 + length))
+        pos += 2 + length
+    return None
+
+
+def _blocks_check(frame: bytes, scan_bytes: int) -> str | None:
+    height, width, components = int.from_bytes(frame[1:3], "big"), int.from_bytes(frame[3:5], "big"), frame[5]
+    sampling = [(b >> 4, b & 15) for b in frame[7 : 6 + 3 * components : 3]]
+    if not sampling or not all(h and v for h, v in sampling):
+        return None
+    h_max, v_max = max(h for h, _ in sampling), max(v for _, v in sampling)
+    blocks = sum(
+        math.ceil(math.ceil(width * h / h_max) / 8) * math.ceil(math.ceil(height * v / v_max) / 8) for h, v in sampling
+    )
+    if 8 * scan_bytes >= blocks:
+        return None
+    return (
+        f"corrupt JPEG: {scan_bytes:,} bytes of scan data cannot hold the {width} x {height} image its header "
+        "declares (a forged size or a premature end of data)"
+    )
 
 
 def _cmyk_to_srgb(image: Image.Image, icc: bytes | None) -> tuple[Image.Image, bytes | None]:

@@ -99,3 +99,36 @@ def test_output_names_depend_on_the_name_only():
     assert output_key("a/b.tif", OutputFormat.same) == "a/b.png"
     assert output_key("a/b.jpg", OutputFormat.webp) == "a/b.webp"
     assert output_key("a/b.jpeg", OutputFormat.jpeg) == "a/b.jpeg"
+
+
+def _forged(width: int, height: int, **options) -> bytes:
+    """A 16 x 16 JPEG whose frame header claims ``width`` x ``height`` (libjpeg pads the rest with flat gray)."""
+    buffer = io.BytesIO()
+    pixels = np.random.default_rng(0).integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(buffer, "JPEG", quality=50, **options)
+    data = bytearray(buffer.getvalue())
+    sof = data.index(b"\xff\xc2" if options.get("progressive") else b"\xff\xc0")
+    data[sof + 5 : sof + 9] = height.to_bytes(2, "big") + width.to_bytes(2, "big")
+    return bytes(data)
+
+
+@pytest.mark.parametrize(
+    ("size", "options"), [((1000, 1000), {}), ((8000, 12000), {}), ((1000, 1000), {"progressive": True})]
+)
+def test_forged_sizes_are_corrupt_not_gray(size, options):
+    data = _forged(*size, **options)
+    assert len(data) < 1000
+    with Image.open(io.BytesIO(data)) as image:  # the trap: Pillow decodes it "fine", as flat gray
+        image.load()
+        assert image.size == size
+    with pytest.raises(DecodeError, match=f"cannot hold the {size[0]} x {size[1]} image"):
+        decode_image(data, max_pixels=10**9)
+
+
+@pytest.mark.parametrize("options", [{}, {"optimize": True}, {"progressive": True, "optimize": True}])
+def test_the_flattest_real_jpegs_still_decode(options):
+    """A flat image at the lowest quality is the least data a real JPEG of its size has (about 2 bits a block)."""
+    for mode in ("L", "RGB"):
+        buffer = io.BytesIO()
+        Image.new(mode, (1200, 800), 128).save(buffer, "JPEG", quality=1, **options)
+        assert decode_image(buffer.getvalue(), max_pixels=10**8).pixels.shape[:2] == (800, 1200)
