@@ -55,6 +55,13 @@ def restore(
         str | None, typer.Option(help="Text file naming the inputs (paths relative to SRC), one per line.")
     ] = None,
     max_pixels: Annotated[int | None, typer.Option(help="Refuse larger images (bomb guard; default 100 MP).")] = None,
+    follow_symlinks: Annotated[
+        bool | None,
+        typer.Option(
+            "--follow-symlinks/--no-follow-symlinks",
+            help="Follow symbolic links in a local SRC (loops detected). Default: each link is a failed row.",
+        ),
+    ] = None,
     config: Annotated[
         Path | None, typer.Option(help="YAML file with any of these options (RestoreConfig); flags override it.")
     ] = None,

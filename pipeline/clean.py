@@ -40,7 +40,18 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from dagn.jpeg import estimate_quality
 from pipeline.keys import UnsafeKeyError
 from pipeline.manifest import new_run_id, read_manifest
-from pipeline.storage import Extensions, Location, S3Settings, is_s3, read_bytes, redact, resolve, write_bytes_atomic
+from pipeline.storage import (
+    Extensions,
+    ListingProblem,
+    Location,
+    S3Settings,
+    is_s3,
+    iter_listing,
+    read_bytes,
+    redact,
+    resolve,
+    write_bytes_atomic,
+)
 
 __all__ = [
     "JPEG_EXTENSIONS",
@@ -58,7 +69,7 @@ log = logging.getLogger(__name__)
 
 JPEG_EXTENSIONS = (".jpg", ".jpeg", ".jpe", ".jfif")
 REPORTS_DIR = "_reports"
-_SET_BY_CLEAN = {"src", "dst", "list_file", "max_qf", "min_qf", "s3", "extensions"}
+_SET_BY_CLEAN = {"src", "dst", "list_file", "max_qf", "min_qf", "s3", "extensions", "follow_symlinks"}
 
 SCAN_SCHEMA = pa.schema(
     [
@@ -103,6 +114,9 @@ class CleanConfig(BaseModel):
         True, description="Reuse the previous report's findings for files whose size and mtime are unchanged."
     )
     extensions: Extensions = Field(JPEG_EXTENSIONS, description="File extensions scanned (case-insensitive).")
+    follow_symlinks: bool = Field(
+        False, description="Follow symbolic links in a local SRC (loops detected); default: report each as unreadable."
+    )
     header_bytes: int = Field(
         65536, ge=1024, description="Bytes read per file for the scan (more only when its headers run longer)."
     )
@@ -149,6 +163,7 @@ class CleanConfig(BaseModel):
             dst=self.dst,
             list_file=list_file,
             max_qf=self.threshold - 1,
+            follow_symlinks=self.follow_symlinks,
             s3=self.s3,
             **self.restore,
         )
@@ -169,21 +184,24 @@ def _inside(child: str, parent: str) -> bool:
 # -- listing and scanning --------------------------------------------------------------------------------------------
 
 
-def list_archive(location: Location, extensions: tuple[str, ...]) -> pa.Table:
-    """One listing: (key, size, mtime_ns) of every file below the root with one of ``extensions``, sorted by key."""
-    selector = pafs.FileSelector(location.root, recursive=True, allow_not_found=True)
-    prefix = location.root.rstrip("/") + "/"
-    keys, sizes, mtimes = [], [], []
-    for info in location.fs.get_file_info(selector):
-        if info.type != pafs.FileType.File or not info.path.startswith(prefix):
-            continue
-        key = info.path[len(prefix) :]
-        if posixpath.splitext(key)[1].lower() in extensions:
-            keys.append(key)
-            sizes.append(info.size or 0)
-            mtimes.append(info.mtime_ns)
+def list_archive(
+    location: Location, extensions: tuple[str, ...], follow_symlinks: bool = False
+) -> tuple[pa.Table, pa.Table]:
+    """One listing: (key, size, mtime_ns) of every file below the root with one of ``extensions``, sorted by key, and
+    scan rows (kind unreadable) for entries that are no readable file (dangling links, loops, links not followed)."""
+    keys, sizes, mtimes, problems = [], [], [], []
+    for item in iter_listing(location, recursive=True, follow_symlinks=follow_symlinks):
+        suffix = posixpath.splitext(item.path)[1].lower()
+        if isinstance(item, ListingProblem):
+            if suffix in extensions or not suffix:
+                problems.append({"key": item.path, "kind": "unreadable", "error": item.error, "reused": False})
+        elif suffix in extensions:
+            keys.append(item.path)
+            sizes.append(item.size)
+            mtimes.append(item.mtime_ns)
     schema = pa.schema([SCAN_SCHEMA.field(n) for n in ("key", "size", "mtime_ns")])
-    return pa.table({"key": keys, "size": sizes, "mtime_ns": mtimes}, schema=schema).sort_by("key")
+    listing = pa.table({"key": keys, "size": sizes, "mtime_ns": mtimes}, schema=schema).sort_by("key")
+    return listing, pa.Table.from_pylist(problems, schema=SCAN_SCHEMA)
 
 
 def _read_head(fs: pafs.FileSystem, path: str, n: int) -> bytes:
@@ -386,13 +404,13 @@ def run_clean(cfg: CleanConfig, *, on_stage: Callable[[str], None] | None = None
     folder = reports.child(f"clean-{run_id}")
 
     say("list")
-    listing = list_archive(src, cfg.extensions)
+    listing, problems = list_archive(src, cfg.extensions, cfg.follow_symlinks)
     reused, todo = _reuse(listing, _previous_scan(reports) if cfg.incremental else None)
     log.info("clean %s: %d files, %d unchanged since the last report", run_id, len(listing), len(reused))
 
     say("scan")
     scan_start = time.perf_counter()
-    scanned = pa.concat_tables([reused, _scan(cfg, todo)]).sort_by("key")
+    scanned = pa.concat_tables([reused, problems, _scan(cfg, todo)]).sort_by("key")
     scan_seconds = time.perf_counter() - scan_start
 
     kinds = scanned.column("kind").to_pylist()

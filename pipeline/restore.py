@@ -50,6 +50,7 @@ from pipeline.manifest import (
 )
 from pipeline.storage import (
     Extensions,
+    ListingProblem,
     Location,
     S3Settings,
     is_s3,
@@ -144,6 +145,11 @@ class RestoreConfig(BaseModel):
         100_000_000, ge=1, description="Refuse images with more pixels than this (decompression bomb guard)."
     )
     extensions: Extensions = Field(DEFAULT_EXTENSIONS, description="Input file extensions (case-insensitive).")
+    follow_symlinks: bool = Field(
+        False,
+        description="Follow symbolic links in a local SRC (loops are detected); default: each link is a failed row, "
+        "since it may point outside SRC.",
+    )
     s3: S3Settings = Field(
         default_factory=S3Settings, description="Where S3 is (endpoint, region); keys come from the AWS_* variables."
     )
@@ -213,9 +219,9 @@ def _rows(**columns: list) -> pa.Table:
     return pa.table({name: columns.get(name, [None] * n) for name in SCHEMA.names}, schema=SCHEMA)
 
 
-def _list_inputs(cfg: RestoreConfig, src: Location) -> list[tuple[str, int]]:
+def _list_inputs(cfg: RestoreConfig, src: Location, problems: list[ListingProblem]) -> list[tuple[str, int]]:
     if cfg.list_file is None:
-        return list_entries(src, cfg.extensions)
+        return list_entries(src, cfg.extensions, follow_symlinks=cfg.follow_symlinks, problems=problems)
     if is_s3(cfg.list_file):
         where, name = resolve_file(cfg.list_file, cfg.s3)
         text = read_bytes(where.fs, where.path(name)).decode()
@@ -250,6 +256,7 @@ def plan_restore(cfg: RestoreConfig, src: Location, dst: Location, run_id: str) 
     """Decide, from listings and the manifest only, which inputs need reading.
 
     * a key that could leave SRC or DST       -> failed (:func:`pipeline.keys.key_paths`);
+    * a dangling or looping link, a link not followed (local SRC) -> failed;
     * output exists (one listing of DST)     -> skipped, "done", unless ``overwrite``;
     * skipped for its QF by an earlier run, and still outside the range -> skipped again without reading;
     * zero bytes (size from the listing)      -> failed;
@@ -258,7 +265,8 @@ def plan_restore(cfg: RestoreConfig, src: Location, dst: Location, run_id: str) 
     """
     if src.uri.rstrip("/") == dst.uri.rstrip("/") or dst.uri.startswith(src.uri.rstrip("/") + "/"):
         raise ValueError(f"the destination {dst.uri} must not be the source or lie inside it")
-    inputs = _list_inputs(cfg, src)
+    problems: list[ListingProblem] = []
+    inputs = _list_inputs(cfg, src, problems)
     existing: set[str] = set()
     previous: dict[str, dict] = {}
     if not cfg.overwrite:
@@ -276,6 +284,8 @@ def plan_restore(cfg: RestoreConfig, src: Location, dst: Location, run_id: str) 
         for name in columns:
             decided[name].append(values.get(name))
 
+    for problem in problems:  # dangling links, link loops, links not followed: named, never silently dropped
+        decide(problem.path, "failed", error=problem.error)
     todo: list[tuple[str, int]] = []
     claimed: dict[str, str] = {}
     for key, size in inputs:

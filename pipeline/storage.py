@@ -6,9 +6,13 @@ S3 credentials come from the standard AWS sources (environment, shared config, i
 
 from __future__ import annotations
 
+import errno
+import logging
 import os
 import posixpath
 import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 from urllib.parse import urlparse
@@ -18,12 +22,17 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from pipeline.keys import check_key, contain
 
+log = logging.getLogger(__name__)
+
 __all__ = [
     "Extensions",
+    "ListedFile",
+    "ListingProblem",
     "Location",
     "S3Settings",
     "delete_tree",
     "is_s3",
+    "iter_listing",
     "list_entries",
     "list_files",
     "read_bytes",
@@ -123,19 +132,110 @@ def resolve_file(uri: str, s3: S3Settings | None = None) -> tuple[Location, str]
     return resolve(posixpath.dirname(uri) or ".", s3), posixpath.basename(uri)
 
 
+@dataclass(frozen=True)
+class ListedFile:
+    """A file found below a root: its path relative to the root, size in bytes, modification time (if known)."""
+
+    path: str
+    size: int
+    mtime_ns: int | None
+
+
+@dataclass(frozen=True)
+class ListingProblem:
+    """An entry below a root that is no readable file (a dangling link, a link loop, a link not followed)."""
+
+    path: str
+    error: str
+
+
+def iter_listing(
+    location: Location, recursive: bool = True, follow_symlinks: bool = False
+) -> Iterator[ListedFile | ListingProblem]:
+    """Every file below the root (unsorted), from one listing, and every entry that cannot be one.
+
+    Local folders are walked here rather than by pyarrow, which follows directory links into cycles (a ``loop -> .``
+    link listed each file 41 times) and drops dangling links without a word. Without ``follow_symlinks`` a link is
+    reported, not read (it may point outside the root); with it, links are followed and a directory reached again on
+    its own path is reported as a loop. S3 has no links.
+    """
+    if not isinstance(location.fs, pafs.LocalFileSystem):
+        selector = pafs.FileSelector(location.root, recursive=recursive, allow_not_found=True)
+        prefix = location.root.rstrip("/") + "/"
+        for info in location.fs.get_file_info(selector):
+            if info.type == pafs.FileType.File and info.path.startswith(prefix):
+                yield ListedFile(info.path[len(prefix) :], info.size or 0, info.mtime_ns)
+        return
+    if os.path.isdir(location.root):
+        root_stat = os.stat(location.root)
+        yield from _walk(location.root, "", recursive, follow_symlinks, {(root_stat.st_dev, root_stat.st_ino)})
+
+
+def _walk(
+    folder: str, relative: str, recursive: bool, follow: bool, ancestors: set[tuple[int, int]]
+) -> Iterator[ListedFile | ListingProblem]:
+    try:
+        entries = list(os.scandir(folder))
+    except OSError as e:
+        yield ListingProblem(relative or ".", f"cannot list folder: {e.strerror or e}")
+        return
+    for entry in entries:
+        name = f"{relative}{entry.name}"
+        try:
+            link = entry.is_symlink()
+            if link and not follow:
+                kind = "directory" if entry.is_dir() else "file" if entry.is_file() else "dangling"
+                yield ListingProblem(name, _link_message(kind))
+                continue
+            if entry.is_dir():
+                if not recursive:
+                    continue
+                st = entry.stat()
+                if (st.st_dev, st.st_ino) in ancestors:
+                    yield ListingProblem(name, "symbolic link loop: it leads back to a folder above it")
+                    continue
+                yield from _walk(entry.path, name + "/", recursive, follow, ancestors | {(st.st_dev, st.st_ino)})
+            elif entry.is_file():
+                st = entry.stat()
+                yield ListedFile(name, st.st_size, st.st_mtime_ns)
+            elif link:
+                yield ListingProblem(name, _link_message("dangling"))
+        except OSError as e:  # links to each other (ELOOP), permissions, a file removed while listing
+            loop = e.errno == errno.ELOOP
+            yield ListingProblem(name, "symbolic link loop" if loop else f"cannot read entry: {e.strerror or e}")
+
+
+def _link_message(kind: str) -> str:
+    if kind == "dangling":
+        return "dangling symbolic link: its target does not exist"
+    return f"symbolic link to a {kind}, not followed (follow_symlinks reads what links point to)"
+
+
 def list_entries(
-    location: Location, extensions: tuple[str, ...] | None = None, recursive: bool = True
+    location: Location,
+    extensions: tuple[str, ...] | None = None,
+    recursive: bool = True,
+    *,
+    follow_symlinks: bool = False,
+    problems: list[ListingProblem] | None = None,
 ) -> list[tuple[str, int]]:
-    """Sorted ``(relative path, size in bytes)`` of every file below the root, from one listing (no per-file HEAD)."""
-    selector = pafs.FileSelector(location.root, recursive=recursive, allow_not_found=True)
-    prefix = location.root.rstrip("/") + "/"
-    found = []
-    for info in location.fs.get_file_info(selector):
-        if info.type != pafs.FileType.File or not info.path.startswith(prefix):
-            continue
-        relative = info.path[len(prefix) :]
-        if extensions is None or posixpath.splitext(relative)[1].lower() in extensions:
-            found.append((relative, info.size or 0))
+    """Sorted ``(relative path, size in bytes)`` of every file below the root, from one listing (no per-file HEAD).
+
+    Entries that are no readable file (see :func:`iter_listing`) go to ``problems`` when given (links with a
+    directory's name whatever the extensions), otherwise they are logged.
+    """
+    found, trouble = [], []
+    for item in iter_listing(location, recursive, follow_symlinks):
+        suffix = posixpath.splitext(item.path)[1].lower()
+        if isinstance(item, ListedFile):
+            if extensions is None or suffix in extensions:
+                found.append((item.path, item.size))
+        elif extensions is None or suffix in extensions or not suffix:
+            trouble.append(item)
+    if problems is not None:
+        problems.extend(sorted(trouble, key=lambda p: p.path))
+    elif trouble:
+        log.warning("%d entries under %s are no readable files, e.g. %s", len(trouble), location.uri, trouble[0])
     return sorted(found)
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.storage import list_files, read_bytes, resolve, resolve_file, write_bytes_atomic
+from pipeline.storage import list_entries, list_files, read_bytes, resolve, resolve_file, write_bytes_atomic
 
 
 @pytest.fixture(params=["local", "s3"])
@@ -42,3 +42,54 @@ def test_resolve_file_splits_a_file_uri_into_its_folder_and_name(tmp_path):
     assert (folder.path(), name) == (str(tmp_path / "w"), "m.safetensors")
     folder, name = resolve_file("m.safetensors")
     assert (folder.path(name), name) == (str(Path.cwd() / "m.safetensors"), "m.safetensors")
+
+
+def _tree_with_links(root: Path) -> Path:
+    (root / "sub").mkdir(parents=True)
+    (root / "a.jpg").write_bytes(b"a")
+    (root / "sub" / "b.jpg").write_bytes(b"b")
+    (root / "loop").symlink_to(".")  # once listed every file 41 times, outputs nested 40 deep
+    (root / "sub" / "up").symlink_to("..")
+    (root / "self1").symlink_to("self2")  # two links to each other once made the listing run forever
+    (root / "self2").symlink_to("self1")
+    (root / "gone.jpg").symlink_to("missing.jpg")  # dangling: once vanished, no row
+    (root / "link.jpg").symlink_to(root / "a.jpg")
+    return root
+
+
+def test_local_listing_reports_links_and_never_loops(tmp_path):
+    location = resolve(str(_tree_with_links(tmp_path / "root")))
+    problems = []
+    assert list_entries(location, (".jpg",), problems=problems) == [("a.jpg", 1), ("sub/b.jpg", 1)]
+    assert {p.path: p.error.split(":")[0].split(",")[0] for p in problems} == {
+        "gone.jpg": "dangling symbolic link",
+        "link.jpg": "symbolic link to a file",
+        "loop": "symbolic link to a directory",
+        "self1": "symbolic link loop",
+        "self2": "symbolic link loop",
+        "sub/up": "symbolic link to a directory",
+    }
+
+    problems = []
+    files = list_entries(location, (".jpg",), follow_symlinks=True, problems=problems)
+    assert files == [("a.jpg", 1), ("link.jpg", 1), ("sub/b.jpg", 1)]
+    errors = {p.path: p.error for p in problems}
+    assert set(errors) == {"gone.jpg", "loop", "self1", "self2", "sub/up"}
+    assert all("loop" in errors[k] for k in ("loop", "sub/up", "self1", "self2")) and "dangling" in errors["gone.jpg"]
+
+
+def test_restore_and_clean_turn_link_problems_into_rows(tmp_path):
+    from pipeline.clean import list_archive
+    from pipeline.restore import RestoreConfig, plan_restore
+
+    src = _tree_with_links(tmp_path / "src")
+    cfg = RestoreConfig(src=str(src), dst=str(tmp_path / "dst"))
+    plan = plan_restore(cfg, resolve(cfg.src), resolve(cfg.dst), "run")
+    assert [key for key, _ in plan.todo] == ["a.jpg", "sub/b.jpg"]
+    failed = {r["input"].rsplit("/src/", 1)[1]: r["error"] for r in plan.decided.to_pylist()}
+    assert set(failed) == {"gone.jpg", "link.jpg", "loop", "self1", "self2", "sub/up"}
+    assert all(r["status"] == "failed" for r in plan.decided.to_pylist())
+
+    listing, problems = list_archive(resolve(str(src)), (".jpg",), follow_symlinks=True)
+    assert listing.column("key").to_pylist() == ["a.jpg", "link.jpg", "sub/b.jpg"]
+    assert set(problems.column("kind").to_pylist()) == {"unreadable"} and len(problems) == 5
