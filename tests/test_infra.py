@@ -185,3 +185,17 @@ def test_dockerfile():
     ignore = [line.strip() for line in lines if line.strip() and not line.startswith("#")]
     assert ignore[0] == "**"  # everything excluded, then the project re-included: no .venv, runs/ or data/
     assert not any(p.startswith("!") and (".venv" in p or "runs" in p) for p in ignore)
+
+
+def test_resumable_jobs_retry_and_docs_agree_on_the_kuberay_version():
+    for where, spec in _ray_job_specs():
+        if shlex.split(spec["entrypoint"])[1] in ("restore", "clean"):  # both skip what is done: retrying is safe
+            assert spec.get("backoffLimit", 0) >= 1, f"{where}: a failed attempt is never retried (default 0)"
+    uses_secret_name = any("secretName" in (spec.get("authOptions") or {}) for _, spec in _cluster_specs())
+    texts = {p: p.read_text() for p in [*INFRA.rglob("*.y*ml"), INFRA / "README.md", ROOT / "README.md"]}
+    for path, text in texts.items():
+        for major, minor in re.findall(r"KubeRay[^\n]*?>= ?(\d+)\.(\d+)", text) + re.findall(
+            r">= ?(\d+)\.(\d+)[^\n]*?token", text
+        ):
+            if uses_secret_name:  # authOptions.secretName exists from KubeRay 1.6.0
+                assert (int(major), int(minor)) >= (1, 6), f"{path}: promises KubeRay {major}.{minor}"
