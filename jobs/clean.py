@@ -102,7 +102,7 @@ def clean(
     try:
         result = run_clean(cfg, on_stage=lambda stage: console.print(f"[bold]clean[/bold] {stage} ..."))
     except (ValueError, FileNotFoundError) as e:
-        console.print(f"[red]error:[/red] {e}")
+        console.print(f"[red]error:[/red] {e}", soft_wrap=True)
         raise typer.Exit(2) from None
 
     s = result.summary

@@ -111,7 +111,7 @@ def restore(
             summary = run_restore(cfg, on_start=lambda n: progress.update(task, total=n), on_rows=on_rows)
         except (ValueError, FileNotFoundError) as e:
             progress.stop()
-            console.print(f"[red]error:[/red] {e}")
+            console.print(f"[red]error:[/red] {e}", soft_wrap=True)
             raise typer.Exit(2) from None
 
     table = Table(

@@ -39,6 +39,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from dagn.jpeg import estimate_quality
 from pipeline.keys import UnsafeKeyError
+from pipeline.lease import hold
 from pipeline.manifest import new_run_id, read_manifest
 from pipeline.storage import (
     Extensions,
@@ -69,7 +70,7 @@ log = logging.getLogger(__name__)
 
 JPEG_EXTENSIONS = (".jpg", ".jpeg", ".jpe", ".jfif")
 REPORTS_DIR = "_reports"
-_SET_BY_CLEAN = {"src", "dst", "list_file", "max_qf", "min_qf", "s3", "extensions", "follow_symlinks"}
+_SET_BY_CLEAN = {"src", "dst", "list_file", "max_qf", "min_qf", "s3", "extensions", "follow_symlinks", "lease_seconds"}
 
 SCAN_SCHEMA = pa.schema(
     [
@@ -116,6 +117,12 @@ class CleanConfig(BaseModel):
     extensions: Extensions = Field(JPEG_EXTENSIONS, description="File extensions scanned (case-insensitive).")
     follow_symlinks: bool = Field(
         False, description="Follow symbolic links in a local SRC (loops detected); default: report each as unreadable."
+    )
+    lease_seconds: float = Field(
+        300,
+        ge=5,
+        description="Lifetime of the run's lease on DST (renewed every third of it while the run lives): how long a "
+        "killed run keeps the next one out; two cleans (or a clean and a restore) on one DST never run at once.",
     )
     header_bytes: int = Field(
         65536, ge=1024, description="Bytes read per file for the scan (more only when its headers run longer)."
@@ -164,6 +171,7 @@ class CleanConfig(BaseModel):
             list_file=list_file,
             max_qf=self.threshold - 1,
             follow_symlinks=self.follow_symlinks,
+            lease_seconds=self.lease_seconds,
             s3=self.s3,
             **self.restore,
         )
@@ -396,6 +404,13 @@ def run_clean(cfg: CleanConfig, *, on_stage: Callable[[str], None] | None = None
         cfg: the job.
         on_stage: told "list", "scan", "restore", "report" as each begins (for progress output).
     """
+    if cfg.dst is None:
+        return _clean(cfg, on_stage)
+    with hold(resolve(cfg.dst, cfg.s3), cfg.s3, seconds=cfg.lease_seconds, what=f"dagn clean {cfg.src}"):
+        return _clean(cfg, on_stage)
+
+
+def _clean(cfg: CleanConfig, on_stage: Callable[[str], None] | None) -> CleanResult:
     say = on_stage or (lambda stage: None)
     started, started_at = time.perf_counter(), dt.datetime.now(dt.timezone.utc)
     run_id = new_run_id()

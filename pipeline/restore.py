@@ -38,6 +38,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from dagn.jpeg import estimate_quality
 from pipeline.codec import DecodeError, EncodeError, OutputFormat, decode_image, encode_image, output_format
 from pipeline.keys import UnsafeKeyError, key_paths
+from pipeline.lease import hold
 from pipeline.manifest import (
     MANIFEST_DIR,
     SCHEMA,
@@ -145,6 +146,12 @@ class RestoreConfig(BaseModel):
         100_000_000, ge=1, description="Refuse images with more pixels than this (decompression bomb guard)."
     )
     extensions: Extensions = Field(DEFAULT_EXTENSIONS, description="Input file extensions (case-insensitive).")
+    lease_seconds: float = Field(
+        300,
+        ge=5,
+        description="Lifetime of the run's lease on DST (renewed every third of it while the run lives): how long "
+        "a killed run keeps the next one out (see pipeline.lease).",
+    )
     follow_symlinks: bool = Field(
         False,
         description="Follow symbolic links in a local SRC (loops are detected); default: each link is a failed row, "
@@ -704,6 +711,18 @@ def run_restore(
     started = time.perf_counter()
     check_weights(cfg)
     src, dst = resolve(cfg.src, cfg.s3), resolve(cfg.dst, cfg.s3)
+    with hold(dst, cfg.s3, seconds=cfg.lease_seconds, what=f"dagn restore {src.uri}"):
+        return _run(cfg, src, dst, started, on_start, on_rows)
+
+
+def _run(
+    cfg: RestoreConfig,
+    src: Location,
+    dst: Location,
+    started: float,
+    on_start: Callable[[int], None] | None,
+    on_rows: Callable[[pa.Table], None] | None,
+) -> RestoreSummary:
     run_id = new_run_id()
     plan = plan_restore(cfg, src, dst, run_id)
     summary = RestoreSummary(run_id=run_id, manifest=dst.uri_of(MANIFEST_DIR))

@@ -1,0 +1,68 @@
+"""Two runs on one DST never work at once: a lease in DST, on a local folder and on the real SeaweedFS server."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+from typer.testing import CliRunner
+
+from jobs.cli import app
+from pipeline.lease import LEASE_FILE, Lease, LeaseHeldError, hold
+from pipeline.storage import S3Settings, read_bytes, resolve, write_bytes_atomic
+
+
+@pytest.fixture(params=["local", "s3"])
+def dst(request, tmp_path):
+    if request.param == "local":
+        return resolve(str(tmp_path / "dst"))
+    return resolve(f"s3://{request.getfixturevalue('s3_bucket')}/dst")
+
+
+def _exists(location) -> bool:
+    return location.fs.get_file_info(location.path(LEASE_FILE)).size is not None
+
+
+def test_a_second_holder_is_refused_until_the_first_lets_go(dst):
+    with hold(dst, S3Settings(), seconds=60, what="dagn restore first") as lease:
+        assert lease is not None and _exists(dst)
+        with pytest.raises(LeaseHeldError, match="in use by dagn restore first") as refused:
+            Lease(dst=dst, s3=S3Settings(), seconds=60, what="second").acquire()
+        assert "\n" not in str(refused.value)
+        with hold(dst, S3Settings(), seconds=60, what="nested") as inner:  # clean's own restore step
+            assert inner is None
+    assert not _exists(dst)
+    with hold(dst, S3Settings(), seconds=60, what="third"):
+        pass
+
+
+def test_a_dead_runs_lease_expires_and_a_live_one_is_renewed(dst):
+    dead = {"owner": "x", "what": "a killed run", "host": "h", "pid": 1, "expires": time.time() - 1}
+    write_bytes_atomic(dst.fs, dst.path(LEASE_FILE), json.dumps(dead).encode())
+    live = Lease(dst=dst, s3=S3Settings(), seconds=1.5, what="live").acquire()  # takes the expired one over
+    try:
+        time.sleep(2.5)  # past its first expiry: the heartbeat renewed it
+        with pytest.raises(LeaseHeldError, match="in use by live"):
+            Lease(dst=dst, s3=S3Settings(), seconds=1.5, what="late").acquire()
+        assert json.loads(read_bytes(dst.fs, dst.path(LEASE_FILE)))["owner"] == live.owner and not live.lost
+    finally:
+        live.release()
+    assert not _exists(dst)
+
+
+@pytest.mark.slow
+def test_a_second_concurrent_restore_or_clean_is_refused_with_one_line(ray_local, tmp_path):
+    src, out = tmp_path / "src", tmp_path / "out"
+    src.mkdir()
+    first = Lease(dst=resolve(str(out)), s3=S3Settings(), seconds=60, what="dagn restore (the first run)").acquire()
+    try:
+        for command in ("restore", "clean"):
+            result = CliRunner().invoke(app, [command, str(src), str(out)])
+            assert result.exit_code == 2, result.output
+            errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+            assert len(errors) == 1 and "is in use by dagn restore (the first run)" in errors[0], result.output
+            assert errors[0].endswith("the next run takes over)") and "Traceback" not in result.output
+    finally:
+        first.release()
+    assert sorted(p.name for p in out.rglob("*")) == ["_manifest"]  # nothing written by the refused runs
