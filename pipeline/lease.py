@@ -80,9 +80,7 @@ class Lease:
         return bucket, f"{prefix}/{LEASE_FILE}" if prefix else LEASE_FILE
 
     def _client(self):
-        import boto3
-
-        return boto3.client("s3", endpoint_url=self.s3.resolved_endpoint(), region_name=self.s3.resolved_region())
+        return self.s3.client()
 
     @staticmethod
     def _precondition_failed(error: Exception) -> bool:
@@ -103,6 +101,9 @@ class Lease:
             self.etag = client.put_object(Bucket=bucket, Key=key, Body=self._body(), IfNoneMatch="*")["ETag"]
             return
         holder = _parse(current["Body"].read())
+        if holder.get("owner") == self.owner:  # our first PUT went through, its answer was lost and retried
+            self.etag = current["ETag"]
+            return
         if holder.get("expires", 0) > time.time():
             raise LeaseHeldError(_held_message(self.dst, holder))
         try:  # expired: take it over, atomically against another run doing the same

@@ -13,6 +13,7 @@ import posixpath
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Annotated
 from urllib.parse import urlparse
@@ -72,16 +73,73 @@ class S3Settings(BaseModel):
     def resolved_region(self) -> str:
         return self.region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
 
+    max_attempts: int = Field(
+        5,
+        ge=1,
+        description="Attempts per S3 request on transient errors (throttling, 5xx, timeouts, dropped connections), "
+        "with exponential backoff between them; permanent ones (403, 404, NoSuchBucket) fail at once.",
+    )
+    connect_timeout: float = Field(10.0, gt=0, description="Seconds to connect to S3 before the attempt fails.")
+    read_timeout: float = Field(
+        60.0, gt=0, description="Seconds a request may wait for the server (a stalled server) before it is retried."
+    )
+    multipart_threshold: int = Field(
+        64 * 2**20,
+        ge=5 * 2**20,
+        description="Outputs up to this size are written with one PUT (nothing to abort); larger ones in parts of "
+        "this size, aborted on failure (a killed run's are left for the bucket's AbortIncompleteMultipartUpload rule).",
+    )
+
+    def _credentials(self) -> tuple[str | None, ...]:
+        names = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
+        return (self.resolved_endpoint(), self.resolved_region(), *(os.environ.get(n) for n in names))
+
     def filesystem(self) -> pafs.S3FileSystem:
-        kwargs: dict[str, object] = {"region": self.resolved_region()}
-        endpoint = self.resolved_endpoint()
-        if endpoint:
-            parsed = urlparse(endpoint if "://" in endpoint else f"https://{endpoint}")
-            kwargs.update(endpoint_override=parsed.netloc, scheme=parsed.scheme)
-        key, secret = os.environ.get("AWS_ACCESS_KEY_ID"), os.environ.get("AWS_SECRET_ACCESS_KEY")
-        if key and secret:
-            kwargs.update(access_key=key, secret_key=secret, session_token=os.environ.get("AWS_SESSION_TOKEN"))
-        return pafs.S3FileSystem(**kwargs)
+        """pyarrow's S3 filesystem for reads and listings (one per settings and credentials, shared)."""
+        return _filesystem(self, self._credentials())
+
+    def client(self):
+        """A boto3 S3 client for writes (one per settings and credentials, shared; boto3 clients are thread-safe)."""
+        return _client(self, self._credentials())
+
+
+@lru_cache(maxsize=16)
+def _filesystem(settings: S3Settings, credentials: tuple[str | None, ...]) -> pafs.S3FileSystem:
+    endpoint, region, key, secret, token = credentials
+    kwargs: dict[str, object] = {
+        "region": region,
+        "connect_timeout": settings.connect_timeout,
+        "request_timeout": settings.read_timeout,
+        "retry_strategy": pafs.AwsStandardS3RetryStrategy(max_attempts=settings.max_attempts),
+    }
+    if endpoint:
+        parsed = urlparse(endpoint if "://" in endpoint else f"https://{endpoint}")
+        kwargs.update(endpoint_override=parsed.netloc, scheme=parsed.scheme)
+    if key and secret:
+        kwargs.update(access_key=key, secret_key=secret, session_token=token)
+    fs = pafs.S3FileSystem(**kwargs)
+    _SETTINGS_OF[id(fs)] = settings  # the cache keeps fs alive, so its id names it for write_bytes_atomic
+    return fs
+
+
+_SETTINGS_OF: dict[int, S3Settings] = {}
+
+
+@lru_cache(maxsize=16)
+def _client(settings: S3Settings, credentials: tuple[str | None, ...]):
+    import boto3
+    from botocore.config import Config
+
+    endpoint, region, key, secret, token = credentials
+    # A session of its own: boto3's default one keeps the credentials it first found, whatever the cache key says.
+    keys = {"aws_access_key_id": key, "aws_secret_access_key": secret, "aws_session_token": token} if key else {}
+    session = boto3.session.Session(**keys)
+    config = Config(
+        retries={"max_attempts": settings.max_attempts, "mode": "standard"},  # standard: transient errors only
+        connect_timeout=settings.connect_timeout,
+        read_timeout=settings.read_timeout,
+    )
+    return session.client("s3", endpoint_url=endpoint, region_name=region, config=config)
 
 
 def is_s3(uri: str) -> bool:
@@ -268,7 +326,10 @@ def read_bytes(fs: pafs.FileSystem, path: str) -> bytes:
 def write_bytes_atomic(fs: pafs.FileSystem, path: str, data: bytes) -> None:
     """Write so that readers see either nothing or the whole file.
 
-    An S3 PUT is atomic by itself; on a local disk the bytes go to a hidden temporary name and are renamed.
+    On S3 an object up to ``multipart_threshold`` is one PUT, atomic by itself and leaving nothing behind when it
+    fails; a larger one goes up in parts that are aborted if any step fails (pyarrow's stream opened a multipart
+    upload for every object, even of a few bytes, and left it behind when a stalled server made it fail). On a
+    local disk the bytes go to a hidden temporary name and are renamed.
     """
     parent = posixpath.dirname(path)
     if isinstance(fs, pafs.LocalFileSystem):
@@ -277,6 +338,29 @@ def write_bytes_atomic(fs: pafs.FileSystem, path: str, data: bytes) -> None:
         with fs.open_output_stream(tmp) as f:
             f.write(data)
         fs.move(tmp, path)
-    else:
+        return
+    settings = _SETTINGS_OF.get(id(fs))
+    if settings is None:  # a filesystem made elsewhere: pyarrow's own stream
         with fs.open_output_stream(path) as f:
             f.write(data)
+        return
+    bucket, _, key = path.partition("/")
+    client = settings.client()
+    if len(data) <= settings.multipart_threshold:
+        client.put_object(Bucket=bucket, Key=key, Body=data)
+        return
+    upload = client.create_multipart_upload(Bucket=bucket, Key=key)["UploadId"]
+    try:
+        size, parts = settings.multipart_threshold, []
+        for number, start in enumerate(range(0, len(data), size), 1):
+            part = client.upload_part(
+                Bucket=bucket, Key=key, UploadId=upload, PartNumber=number, Body=data[start : start + size]
+            )
+            parts.append({"PartNumber": number, "ETag": part["ETag"]})
+        client.complete_multipart_upload(Bucket=bucket, Key=key, UploadId=upload, MultipartUpload={"Parts": parts})
+    except BaseException:
+        try:
+            client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload)
+        except Exception as e:
+            log.warning("could not abort the upload of %s (the bucket's lifecycle rule removes it): %s", path, e)
+        raise
