@@ -1,4 +1,5 @@
-"""The ``dagn`` command: one typer app; each command group lives in its own module under jobs/."""
+"""The ``dagn`` command: the one module that knows every command. Each command lives in its own module under jobs/,
+which imports only shared options (:mod:`jobs.options`), the cluster client (:mod:`jobs.ray_client`) and the library."""
 
 from __future__ import annotations
 
@@ -6,8 +7,10 @@ import typer
 
 from jobs import dev, jobs_cmd
 from jobs.clean import clean
+from jobs.errors import DagnGroup
 from jobs.evaluate import evaluate
 from jobs.models import models
+from jobs.options import Debug
 from jobs.publish import publish
 from jobs.restore import restore
 from jobs.submit import submit
@@ -17,6 +20,7 @@ app = typer.Typer(
     name="dagn",
     help="Remove JPEG compression artifacts from image archives with DAGN, locally or on a Ray cluster.",
     no_args_is_help=True,
+    cls=DagnGroup,
     pretty_exceptions_show_locals=False,
 )
 app.command("models")(models)
@@ -32,7 +36,7 @@ app.add_typer(dev.app, name="dev")
 
 
 @app.callback()
-def main() -> None:
+def main(debug: Debug = False) -> None:
     """Remove JPEG compression artifacts from image archives with DAGN, locally or on a Ray cluster."""
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import typer
@@ -13,7 +13,8 @@ from rich.console import Console
 from rich.markdown import Markdown
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from jobs.settings import load_settings
+from jobs.errors import UserError
+from jobs.options import ConfigFile, build_config, config_argument, config_option
 
 _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 # Folder names of the usual benchmark sets -> labels with published anchors (dagn.evaluation.PUBLISHED).
@@ -43,6 +44,11 @@ class EvaluateConfig(BaseModel):
     )
     device: str | None = Field(None, description="torch device (default: cuda if available, else cpu).")
 
+    @field_validator("qualities", mode="before")
+    @classmethod
+    def _comma_separated(cls, v: Any) -> Any:
+        return [int(q) for q in v.split(",") if q.strip()] if isinstance(v, str) else v
+
     @field_validator("qualities")
     @classmethod
     def _check_qualities(cls, v: list[int]) -> list[int]:
@@ -53,9 +59,11 @@ class EvaluateConfig(BaseModel):
 
 def load_ground_truth(folder: Path, limit: int | None = None) -> dict[str, np.ndarray]:
     """Ground-truth images by file name: single-channel files as H x W, everything else as RGB."""
+    if not folder.is_dir():
+        raise UserError(f"DATA {folder}: no such folder")
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() in _IMAGE_SUFFIXES)
     if not files:
-        raise typer.BadParameter(f"no images in {folder}")
+        raise UserError(f"no images in DATA {folder} ({' '.join(_IMAGE_SUFFIXES)})")
     out = {}
     for path in files[:limit]:
         with Image.open(path) as im:
@@ -63,65 +71,39 @@ def load_ground_truth(folder: Path, limit: int | None = None) -> dict[str, np.nd
     return out
 
 
+def _flag(path: str, *decls: str, **kwargs):
+    return config_option(EvaluateConfig, path, *decls, **kwargs)
+
+
 def evaluate(
-    data: Annotated[
-        Path, typer.Argument(help="Folder of ground-truth images, e.g. ../shared/datasets/eval/live1_color")
-    ],
-    out: Annotated[Path | None, typer.Option(help="Report folder; a sub-folder per dataset is created.")] = None,
-    weights: Annotated[Path | None, typer.Option(help="Model file (default: the shipped weights).")] = None,
-    qf: Annotated[
-        str | None, typer.Option(help="Comma-separated JPEG qualities [default: 10,20,...,90 incl. no-harm checks].")
-    ] = None,
-    name: Annotated[str | None, typer.Option(help="Dataset label (live1 / bsd500 get published anchors).")] = None,
-    limit: Annotated[int | None, typer.Option(help="Only the first N images.")] = None,
-    tile: Annotated[int | None, typer.Option(help="Tile size for large images.")] = None,
-    context: Annotated[
-        int | None, typer.Option(help="Largest region the model sees [default: the model's own; 0: whole].")
-    ] = None,
-    precision: Annotated[
-        str | None, typer.Option(help="auto (bf16 where the hardware has it), bf16 or fp32 [default: auto].")
-    ] = None,
-    device: Annotated[str | None, typer.Option(help="torch device (default: cuda if available).")] = None,
-    config: Annotated[Path | None, typer.Option(help="YAML file with any of these options.")] = None,
+    ctx: typer.Context,
+    data: Annotated[Path, config_argument(EvaluateConfig, "data")],
+    out: Annotated[Path | None, _flag("out")] = None,
+    weights: Annotated[Path | None, _flag("weights")] = None,
+    qf: Annotated[str | None, _flag("qualities", "--qf", extra_help="Comma-separated.")] = None,
+    name: Annotated[str | None, _flag("name")] = None,
+    limit: Annotated[int | None, _flag("limit")] = None,
+    tile: Annotated[int | None, _flag("tile")] = None,
+    context: Annotated[int | None, _flag("context")] = None,
+    precision: Annotated[str | None, _flag("precision")] = None,
+    device: Annotated[str | None, _flag("device")] = None,
+    config: ConfigFile = None,
 ) -> None:
     """Compress ground truth with Pillow at each QF, restore, and report PSNR / SSIM / PSNR-B (input vs restored).
 
     Writes results.json, results.md, psnr_vs_qf.png (with published FBCNN/DAGN anchors on LIVE1 and BSD500) and an
     index.html with side-by-side crops. QF 70-90 are the "no harm" checks: restoring must not make good images worse.
     """
-    from dagn.checkpoint import ModelFileError
     from dagn.evaluation import evaluate as run_benchmark
     from dagn.inference import Restorer, context_setting
     from jobs.eval_report import CropGallery, markdown_table, write_report
 
-    qualities = [int(q) for q in qf.split(",")] if qf else None
-    cfg = load_settings(
-        EvaluateConfig,
-        config,
-        data=data,
-        out=out,
-        weights=weights,
-        qualities=qualities,
-        name=name,
-        limit=limit,
-        tile=tile,
-        context=context,
-        precision=precision,
-        device=device,
-    )
+    cfg = build_config(evaluate, ctx, EvaluateConfig, config)
     label = cfg.name or _KNOWN_SETS.get(cfg.data.name, cfg.data.name)
     truths = load_ground_truth(cfg.data, cfg.limit)
-    try:
-        restorer = Restorer(
-            cfg.weights,
-            device=cfg.device,
-            tile=cfg.tile,
-            context=context_setting(cfg.context),
-            precision=cfg.precision,
-        )
-    except ModelFileError as e:
-        Console(stderr=True).print(f"[red]error:[/red] {e}", soft_wrap=True)
-        raise typer.Exit(2) from None
+    restorer = Restorer(
+        cfg.weights, device=cfg.device, tile=cfg.tile, context=context_setting(cfg.context), precision=cfg.precision
+    )
     Console(stderr=True).print(
         f"model {restorer.weights}: context {restorer.context or 'whole image'} px, "
         f"autocast {restorer.autocast_dtype or 'off (fp32)'}"

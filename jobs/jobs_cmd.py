@@ -8,7 +8,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import time
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -16,8 +15,9 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from jobs.ray_client import ADDRESS_ENVVARS, ClusterError, connect, scrub
-from jobs.submit import TERMINAL, follow
+from jobs.options import JobApiAddress as Address
+from jobs.options import TokenFile
+from jobs.ray_client import ClusterError, connect, follow, job_status, scrub
 
 __all__ = ["app", "job_view"]
 
@@ -27,14 +27,6 @@ app = typer.Typer(
     no_args_is_help=True,
 )
 
-Address = Annotated[
-    str | None,
-    typer.Option(envvar=ADDRESS_ENVVARS, show_envvar=True, help="Ray job API URL, http://HEAD:8265."),
-]
-TokenFile = Annotated[
-    Path | None,
-    typer.Option(help="File with the cluster token. Default: RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH, ~/.ray."),
-]
 JobId = Annotated[str, typer.Argument(help="Submission id (raysubmit_...) or job id.")]
 AsJson = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 
@@ -57,11 +49,12 @@ def job_view(job: Any, token=None) -> dict[str, Any]:
     runtime_env = dict(job.runtime_env or {})
     if "env_vars" in runtime_env:
         runtime_env["env_vars"] = sorted(runtime_env["env_vars"])  # names only
-    status = getattr(job.status, "value", job.status)
+    from ray.job_submission import JobStatus
+
     view = {
         "id": job.submission_id or job.job_id,
         "job_id": job.job_id,
-        "status": str(status),
+        "status": JobStatus(job.status).value,
         "entrypoint": job.entrypoint,
         "start": _time(job.start_time),
         "end": _time(job.end_time),
@@ -125,7 +118,7 @@ def logs(
     _info(client, job_id, token)
     if follow_:
         final = follow(client, job_id, token)
-        raise typer.Exit(0 if final == "SUCCEEDED" else 1)
+        raise typer.Exit(0 if final.value == "SUCCEEDED" else 1)
     typer.echo(scrub(client.get_job_logs(job_id), token), nl=False)
 
 
@@ -139,19 +132,20 @@ def stop(
 ) -> None:
     """Stop a running job (its driver gets SIGTERM, then SIGKILL)."""
     client, token = connect(address, token_file)
-    info = _info(client, job_id, token)
-    current = str(getattr(info.status, "value", info.status))
-    if current in TERMINAL:
-        typer.echo(f"job {job_id} already {current}")
+    from ray.job_submission import JobStatus
+
+    current = JobStatus(_info(client, job_id, token).status)
+    if current.is_terminal():
+        typer.echo(f"job {job_id} already {current.value}")
         return
     client.stop_job(job_id)
     if not wait:
         typer.echo(f"job {job_id}: stop requested")
         return
     deadline = time.monotonic() + timeout
-    while (current := str(client.get_job_status(job_id).value)) not in TERMINAL:
+    while not (current := job_status(client, job_id)).is_terminal():
         if time.monotonic() > deadline:
-            typer.echo(f"job {job_id} still {current} after {timeout:.0f} s", err=True)
+            typer.echo(f"job {job_id} still {current.value} after {timeout:.0f} s", err=True)
             raise typer.Exit(1)
         time.sleep(0.5)
-    typer.echo(f"job {job_id} {current}")
+    typer.echo(f"job {job_id} {current.value}")

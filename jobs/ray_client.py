@@ -1,4 +1,4 @@
-"""Talking to a Ray cluster's job API: where it is, and Ray 2.60's token authentication.
+"""Talking to a Ray cluster's job API: where it is, Ray 2.60's token authentication, and following a job.
 
 The address is the dashboard URL (``http://HEAD:8265``) from ``--address``, ``RAY_API_SERVER_ADDRESS`` or
 ``RAY_ADDRESS``. The token is found where Ray's own clients look, in the same order: the ``RAY_AUTH_TOKEN`` variable,
@@ -9,21 +9,25 @@ message that leaves this module passes :func:`scrub`.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
+import sys
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
 from pydantic import SecretStr
+from rich.console import Console
 
 from pipeline.storage import redact
 
 if TYPE_CHECKING:
     from ray.job_submission import JobSubmissionClient
 
-__all__ = ["ADDRESS_ENVVARS", "ClusterError", "connect", "find_token", "normalise_address", "scrub"]
+__all__ = ["ClusterError", "connect", "find_token", "follow", "job_status", "normalise_address", "scrub"]
 
-ADDRESS_ENVVARS = ["RAY_API_SERVER_ADDRESS", "RAY_ADDRESS"]
 DEFAULT_TOKEN_FILE = Path("~/.ray/auth_token")
 
 
@@ -102,3 +106,33 @@ def connect(address: str | None, token_file: Path | None = None) -> tuple[JobSub
         raise ClusterError(f"{url}: {hint} ({scrub(str(e).splitlines()[0], token)})") from None
     except (ConnectionError, OSError, RuntimeError, ValueError) as e:
         raise ClusterError(f"cannot reach the Ray job API at {url}: {scrub(str(e), token)}") from None
+
+
+def job_status(client: JobSubmissionClient, job_id: str):
+    """The job's :class:`ray.job_submission.JobStatus`."""
+    from ray.job_submission import JobStatus
+
+    return JobStatus(client.get_job_status(job_id))
+
+
+def follow(client: JobSubmissionClient, job_id: str, token: SecretStr | None = None):
+    """Print the job's logs as they come until it ends; returns its final ``JobStatus``. Ctrl-C detaches."""
+
+    async def tail() -> None:
+        async for chunk in client.tail_job_logs(job_id):
+            sys.stdout.write(scrub(chunk, token))
+            sys.stdout.flush()
+
+    try:
+        with contextlib.suppress(RuntimeError):  # the log socket closed early (e.g. no driver started): poll below
+            asyncio.run(tail())
+        while not (status := job_status(client, job_id)).is_terminal():
+            time.sleep(1)
+    except KeyboardInterrupt:
+        Console(stderr=True).print(f"\nstopped waiting; the job goes on. Stop it with: dagn jobs stop {job_id}")
+        raise typer.Exit(130) from None
+    if status.value != "SUCCEEDED":
+        info = client.get_job_info(job_id)
+        if info.message:
+            Console(stderr=True, highlight=False).print(scrub(info.message.splitlines()[0], token), markup=False)
+    return status

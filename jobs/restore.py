@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import logging
-import os
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -12,62 +9,39 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from jobs.settings import load_settings
+from jobs.errors import UserError, require_folder
+from jobs.options import ConfigFile, RayAddress, S3Endpoint, build_config, config_argument, config_option
 from pipeline.codec import OutputFormat
+from pipeline.ray_session import start_ray
+from pipeline.restore import RestoreConfig
 
 __all__ = ["restore"]
 
-log = logging.getLogger(__name__)
+
+def _flag(path: str, *decls: str, **kwargs):
+    return config_option(RestoreConfig, path, *decls, **kwargs)
 
 
 def restore(
-    src: Annotated[str, typer.Argument(help="Input folder or s3://bucket/prefix (searched recursively).")],
-    dst: Annotated[str, typer.Argument(help="Output folder or s3://bucket/prefix; outputs mirror the input names.")],
-    weights: Annotated[
-        str | None, typer.Option(help="DAGN model file (.safetensors). Default: the shipped weights.")
-    ] = None,
-    format: Annotated[
-        OutputFormat | None,
-        typer.Option(help="Output format; 'same' keeps JPEG/PNG/WebP as they are and writes others as PNG."),
-    ] = None,
-    quality: Annotated[int | None, typer.Option(help="JPEG/WebP quality of the outputs (default 95).")] = None,
-    workers: Annotated[
-        int | None, typer.Option(help="Model actors (one model copy each). Default: one per GPU, or one per CPU.")
-    ] = None,
-    gpus_per_worker: Annotated[
-        float | None, typer.Option(help="GPUs per model actor; 0 (default) runs on CPU.")
-    ] = None,
-    batch_size: Annotated[
-        int | None, typer.Option(help="Images (or tiles) per model call (default: 1 on CPU, 8 on GPU).")
-    ] = None,
-    tile: Annotated[
-        int | None, typer.Option(help="Tile side for larger images (default 1024); 0 runs every image whole.")
-    ] = None,
-    min_qf: Annotated[int | None, typer.Option(help="Restore only JPEGs with an estimated quality >= this.")] = None,
-    max_qf: Annotated[int | None, typer.Option(help="Restore only JPEGs with an estimated quality <= this.")] = None,
-    overwrite: Annotated[
-        bool | None, typer.Option("--overwrite/--no-overwrite", help="Redo inputs whose output already exists.")
-    ] = None,
-    s3_endpoint: Annotated[
-        str | None, typer.Option(help="S3-compatible endpoint URL. Keys come from the usual AWS_* variables.")
-    ] = None,
-    list_file: Annotated[
-        str | None, typer.Option(help="Text file naming the inputs (paths relative to SRC), one per line.")
-    ] = None,
-    max_pixels: Annotated[int | None, typer.Option(help="Refuse larger images (bomb guard; default 100 MP).")] = None,
-    follow_symlinks: Annotated[
-        bool | None,
-        typer.Option(
-            "--follow-symlinks/--no-follow-symlinks",
-            help="Follow symbolic links in a local SRC (loops detected). Default: each link is a failed row.",
-        ),
-    ] = None,
-    config: Annotated[
-        Path | None, typer.Option(help="YAML file with any of these options (RestoreConfig); flags override it.")
-    ] = None,
-    address: Annotated[
-        str | None, typer.Option(help="Ray cluster address (or RAY_ADDRESS); default: start a local Ray.")
-    ] = None,
+    ctx: typer.Context,
+    src: Annotated[str, config_argument(RestoreConfig, "src")],
+    dst: Annotated[str, config_argument(RestoreConfig, "dst")],
+    weights: Annotated[str | None, _flag("weights")] = None,
+    format: Annotated[OutputFormat | None, _flag("format")] = None,
+    quality: Annotated[int | None, _flag("quality")] = None,
+    workers: Annotated[int | None, _flag("workers")] = None,
+    gpus_per_worker: Annotated[float | None, _flag("gpus_per_worker")] = None,
+    batch_size: Annotated[int | None, _flag("batch_size")] = None,
+    tile: Annotated[int | None, _flag("tile")] = None,
+    context: Annotated[int | None, _flag("context")] = None,
+    min_qf: Annotated[int | None, _flag("min_qf")] = None,
+    max_qf: Annotated[int | None, _flag("max_qf")] = None,
+    overwrite: Annotated[bool | None, _flag("overwrite", "--overwrite/--no-overwrite")] = None,
+    list_file: Annotated[str | None, _flag("list_file")] = None,
+    max_pixels: Annotated[int | None, _flag("max_pixels")] = None,
+    s3_endpoint: S3Endpoint = None,
+    config: ConfigFile = None,
+    address: RayAddress = None,
 ) -> None:
     """Remove JPEG artifacts from every image under SRC, writing to the same names under DST.
 
@@ -77,17 +51,22 @@ def restore(
 
     Bad inputs never stop the run; the exit status is 1 when any input failed.
     """
-    cfg = _config(**locals())
-    console = Console(stderr=True)
+    from pipeline.restore import check_weights
 
-    from pipeline.restore import check_weights, run_restore
+    cfg = build_config(restore, ctx, RestoreConfig, config, **{"s3.endpoint_url": s3_endpoint})
+    require_folder(cfg.src, "SRC")
+    check_weights(cfg)
+    start_ray(address, quiet=True)
+    summary = _run_with_progress(cfg)
+    _print_summary(summary)
+    if summary.total == 0:
+        raise UserError(f"no images under SRC {cfg.src} (extensions {' '.join(cfg.extensions)}): check SRC")
+    if summary.failed:
+        raise typer.Exit(1)
 
-    try:
-        check_weights(cfg)
-    except (FileNotFoundError, ValueError) as e:
-        console.print(f"[red]error:[/red] {e}", soft_wrap=True)
-        raise typer.Exit(2) from None
-    _start_ray(address)
+
+def _run_with_progress(cfg: RestoreConfig):
+    from pipeline.restore import run_restore
 
     columns = (
         TextColumn("[bold]restore"),
@@ -98,7 +77,7 @@ def restore(
         TimeRemainingColumn(),
     )
     counts = {"ok": 0, "skipped": 0, "failed": 0}
-    with Progress(*columns, console=console, transient=False) as progress:
+    with Progress(*columns, console=Console(stderr=True), transient=False) as progress:
         task = progress.add_task("restore", total=None, counts="")
 
         def on_rows(rows) -> None:
@@ -107,13 +86,10 @@ def restore(
             text = f"ok {counts['ok']}  skipped {counts['skipped']}  failed {counts['failed']}"
             progress.update(task, advance=len(rows), counts=text)
 
-        try:
-            summary = run_restore(cfg, on_start=lambda n: progress.update(task, total=n), on_rows=on_rows)
-        except (ValueError, FileNotFoundError) as e:
-            progress.stop()
-            console.print(f"[red]error:[/red] {e}", soft_wrap=True)
-            raise typer.Exit(2) from None
+        return run_restore(cfg, on_start=lambda n: progress.update(task, total=n), on_rows=on_rows)
 
+
+def _print_summary(summary) -> None:
     table = Table(
         "inputs", "restored", "skipped", "failed", "time (s)", "images/s", "MP/s", title=f"run {summary.run_id}"
     )
@@ -133,32 +109,3 @@ def restore(
         out.print(f"[red]failed[/red] {path}: {error}", markup=True, highlight=False)
     if summary.failed > len(summary.failures):
         out.print(f"... and {summary.failed - len(summary.failures)} more failures: see the manifest")
-    if summary.failed:
-        raise typer.Exit(1)
-
-
-def _config(**options):
-    from pipeline.restore import RestoreConfig
-
-    options.pop("address")
-    config_file = options.pop("config")
-    options["s3.endpoint_url"] = options.pop("s3_endpoint")
-    whole_images = options.get("tile") == 0
-    cfg = load_settings(RestoreConfig, config_file, **{**options, "tile": None if whole_images else options["tile"]})
-    # --tile 0 must beat a tile size from the YAML file, and None from a flag means "not given", hence the update.
-    return cfg.model_copy(update={"tile": None}) if whole_images else cfg
-
-
-def _start_ray(address: str | None) -> None:
-    import ray
-    from ray.data import DataContext
-
-    if not ray.is_initialized():
-        # No --address and no RAY_ADDRESS: a new local Ray that ends with this process. "local" matters: with None,
-        # Ray would join whatever cluster `ray start` last left running on this machine.
-        address = address or os.environ.get("RAY_ADDRESS") or "local"
-        ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
-    context = DataContext.get_current()
-    context.enable_progress_bars = False  # ours is the rich bar above
-    logging.getLogger("ray.data").setLevel(logging.WARNING)
-    logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)  # "progress bars disabled": we know

@@ -8,13 +8,9 @@ first, so a typo fails before anything is uploaded.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import os
 import re
 import shlex
-import sys
-import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -23,7 +19,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from rich.console import Console
 from rich.markup import escape
 
-from jobs.ray_client import ADDRESS_ENVVARS, ClusterError, connect, scrub
+from jobs.options import ConfigFile, JobApiAddress, TokenFile
+from jobs.ray_client import ClusterError, connect, follow, scrub
 from jobs.settings import load_settings
 
 __all__ = ["DEFAULT_EXCLUDES", "SubmitSettings", "check_command", "entrypoint_for", "runtime_env_for", "submit"]
@@ -45,7 +42,6 @@ DEFAULT_EXCLUDES = (
 )
 # Commands that talk to a cluster or run a local server themselves: submitting them makes no sense.
 NOT_SUBMITTABLE = {"submit", "jobs", "dev"}
-TERMINAL = {"SUCCEEDED", "FAILED", "STOPPED"}
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -105,13 +101,9 @@ def parse_env(items: list[str] | None) -> dict[str, str] | None:
     return env
 
 
-def check_command(command: str, args: list[str]) -> None:
-    """Parse ``dagn <command> <args>`` here, with the real command definitions, without running it."""
-    from typer.main import get_command
-
-    from jobs.cli import app
-
-    group = get_command(app)
+def check_command(group: typer.core.TyperGroup, command: str, args: list[str]) -> None:
+    """Parse ``dagn <command> <args>`` here with the real command definitions (``group``: the root command), without
+    running it."""
     context = typer.Context(group)
     submittable = sorted(n for n in group.list_commands(context) if n not in NOT_SUBMITTABLE)
     if command not in submittable:
@@ -145,14 +137,12 @@ def runtime_env_for(settings: SubmitSettings) -> dict[str, Any]:
 
 
 def submit(
+    ctx: typer.Context,
     command: Annotated[str, typer.Argument(help="The dagn command to run: restore, train, evaluate, clean, models.")],
     args: Annotated[
         list[str] | None, typer.Argument(help="Its arguments and options, exactly as for running it locally.")
     ] = None,
-    address: Annotated[
-        str | None,
-        typer.Option(envvar=ADDRESS_ENVVARS, show_envvar=True, help="Ray job API URL, http://HEAD:8265."),
-    ] = None,
+    address: JobApiAddress = None,
     wait: Annotated[
         bool | None, typer.Option("--wait/--no-wait", help="Stream the logs until the job ends (default) or return.")
     ] = None,
@@ -166,11 +156,8 @@ def submit(
     num_cpus: Annotated[float | None, typer.Option(help="CPUs for the job's driver (default 0).")] = None,
     num_gpus: Annotated[float | None, typer.Option(help="GPUs for the job's driver (default 0).")] = None,
     submission_id: Annotated[str | None, typer.Option(help="Choose the job id (default: Ray makes one).")] = None,
-    token_file: Annotated[
-        Path | None,
-        typer.Option(help="File with the cluster token. Default: RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH, ~/.ray."),
-    ] = None,
-    config: Annotated[Path | None, typer.Option(help="YAML file with any of these options (SubmitSettings).")] = None,
+    token_file: TokenFile = None,
+    config: ConfigFile = None,
 ) -> None:
     """Run a dagn command as a Ray job: dagn submit --address http://HEAD:8265 restore s3://in s3://out.
 
@@ -199,7 +186,7 @@ def submit(
         submission_id=submission_id,
         token_file=token_file,
     )
-    check_command(command, args)
+    check_command(ctx.find_root().command, command, args)
     console = Console(stderr=True, highlight=False)
     client, token = connect(settings.address, settings.token_file)
     entrypoint = entrypoint_for(command, args)
@@ -220,28 +207,5 @@ def submit(
         console.print(f"follow it with: dagn jobs logs {job_id} --follow")
         return
     status = follow(client, job_id, token)
-    console.print(f"job {job_id} {status}")
-    raise typer.Exit(0 if status == "SUCCEEDED" else 1)
-
-
-def follow(client, job_id: str, token=None) -> str:
-    """Print the job's logs as they come until it ends; returns its final status. Ctrl-C detaches."""
-
-    async def tail() -> None:
-        async for chunk in client.tail_job_logs(job_id):
-            sys.stdout.write(scrub(chunk, token))
-            sys.stdout.flush()
-
-    try:
-        with contextlib.suppress(RuntimeError):  # the log socket closed early (e.g. no driver started): poll below
-            asyncio.run(tail())
-        while (status := str(client.get_job_status(job_id).value)) not in TERMINAL:
-            time.sleep(1)
-    except KeyboardInterrupt:
-        Console(stderr=True).print(f"\nstopped waiting; the job goes on. Stop it with: dagn jobs stop {job_id}")
-        raise typer.Exit(130) from None
-    if status != "SUCCEEDED":
-        info = client.get_job_info(job_id)
-        if info.message:
-            Console(stderr=True, highlight=False).print(scrub(info.message.splitlines()[0], token), markup=False)
-    return status
+    console.print(f"job {job_id} {status.value}")
+    raise typer.Exit(0 if status.value == "SUCCEEDED" else 1)

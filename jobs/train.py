@@ -3,79 +3,50 @@
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from jobs.settings import load_settings
+from jobs.options import ConfigFile, RayAddress, S3Endpoint, build_config, config_option
+from pipeline.train import TrainConfig
 
 __all__ = ["train"]
 
 
+def _flag(path: str, *decls: str, **kwargs):
+    return config_option(TrainConfig, path, *decls, **kwargs)
+
+
 def train(
-    variant: Annotated[
-        str | None, typer.Option(help="DAGN variant to train (see `dagn models`). [default: small]")
-    ] = None,
-    data: Annotated[str | None, typer.Option(help="Training images: a local folder or s3://bucket/prefix.")] = None,
-    out: Annotated[
-        str | None, typer.Option(help="Checkpoints and model.safetensors: a local folder or s3://bucket/prefix.")
-    ] = None,
-    stage: Annotated[str | None, typer.Option(help="1, 2, 3 or all. [default: all]")] = None,
-    steps: Annotated[
-        int | None, typer.Option(help="Cap on the steps each stage run does now; re-run to continue.")
-    ] = None,
-    stage1_steps: Annotated[int | None, typer.Option(help="Planned steps of stage 1 (CI auto-encoder).")] = None,
-    stage2_steps: Annotated[int | None, typer.Option(help="Planned steps of stage 2 (CS encoder).")] = None,
-    stage3_steps: Annotated[int | None, typer.Option(help="Planned steps of stage 3 (restoration).")] = None,
-    workers: Annotated[int | None, typer.Option(help="Ray Train workers (DDP processes). [default: 1]")] = None,
-    gpus_per_worker: Annotated[float | None, typer.Option(help="GPUs per worker; 0 = CPU. [default: 0]")] = None,
-    threads_per_worker: Annotated[
-        int | None, typer.Option(help="torch threads per worker. [default: cluster CPUs / workers]")
-    ] = None,
-    batch_size: Annotated[int | None, typer.Option(help="Patches per step and worker. [default: 16]")] = None,
-    patch_size: Annotated[int | None, typer.Option(help="Training patch side, a multiple of 16. [default: 64]")] = None,
-    lr: Annotated[float | None, typer.Option(help="Peak learning rate of stages 1 and 3 (and 2 unless set).")] = None,
-    name: Annotated[str | None, typer.Option(help="Run-name prefix (<name>-stage<N>). [default: dagn]")] = None,
-    s3_endpoint: Annotated[
-        str | None, typer.Option(envvar="AWS_ENDPOINT_URL", help="S3-compatible endpoint URL.")
-    ] = None,
-    ray_address: Annotated[str | None, typer.Option(envvar="RAY_ADDRESS", help="Ray cluster to join.")] = None,
-    init_from: Annotated[
-        str | None,
-        typer.Option(help="Continue from this model file (e.g. the shipped weights): stage 3 starts from it."),
-    ] = None,
-    config: Annotated[
-        Path | None, typer.Option(exists=True, dir_okay=False, help="YAML file with TrainConfig options.")
-    ] = None,
+    ctx: typer.Context,
+    variant: Annotated[str | None, _flag("variant")] = None,
+    data: Annotated[str | None, _flag("data")] = None,
+    out: Annotated[str | None, _flag("out")] = None,
+    stage: Annotated[str | None, _flag("stage", extra_help="(1, 2, 3 or all)")] = None,
+    steps: Annotated[int | None, _flag("steps", extra_help="Re-run the command to continue.")] = None,
+    stage1_steps: Annotated[int | None, _flag("stage1_steps")] = None,
+    stage2_steps: Annotated[int | None, _flag("stage2_steps")] = None,
+    stage3_steps: Annotated[int | None, _flag("stage3_steps")] = None,
+    workers: Annotated[int | None, _flag("workers")] = None,
+    gpus_per_worker: Annotated[float | None, _flag("gpus_per_worker")] = None,
+    threads_per_worker: Annotated[int | None, _flag("threads_per_worker")] = None,
+    batch_size: Annotated[int | None, _flag("batch_size")] = None,
+    patch_size: Annotated[int | None, _flag("data_config.degradation.patch_size", "--patch-size")] = None,
+    val_images: Annotated[int | None, _flag("data_config.val_images", "--val-images")] = None,
+    lr: Annotated[float | None, _flag("optim.lr", "--lr")] = None,
+    name: Annotated[str | None, _flag("name")] = None,
+    init_from: Annotated[str | None, _flag("init_from")] = None,
+    s3_endpoint: S3Endpoint = None,
+    address: RayAddress = None,
+    config: ConfigFile = None,
 ) -> None:
     """Train DAGN in three stages (CI auto-encoder, CS encoder, restoration) and export OUT/model.safetensors.
 
     Re-running the same command resumes an interrupted stage from its latest checkpoint; finished stages are skipped.
     """
-    from pipeline.train import TrainConfig
     from pipeline.train import train as run_training
 
-    overrides = {
-        "variant": variant,
-        "data": data,
-        "out": out,
-        "stage": stage,
-        "steps": steps,
-        "stage1_steps": stage1_steps,
-        "stage2_steps": stage2_steps,
-        "stage3_steps": stage3_steps,
-        "workers": workers,
-        "gpus_per_worker": gpus_per_worker,
-        "threads_per_worker": threads_per_worker,
-        "batch_size": batch_size,
-        "name": name,
-        "s3.endpoint_url": s3_endpoint,
-        "ray_address": ray_address,
-        "init_from": init_from,
-    }
-    overrides.update({"optim.lr": lr, "data_config.degradation.patch_size": patch_size})
-    cfg = load_settings(TrainConfig, config, **overrides)
+    cfg = build_config(train, ctx, TrainConfig, config, **{"s3.endpoint_url": s3_endpoint, "ray_address": address})
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     results = run_training(cfg)
     for r in results:

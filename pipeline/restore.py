@@ -28,12 +28,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.fs as pafs
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from dagn.jpeg import estimate_quality
 from pipeline.codec import DecodeError, EncodeError, OutputFormat, decode_image, encode_image, output_format
@@ -129,7 +130,7 @@ class RestoreConfig(BaseModel):
     tile: int | None = Field(
         1024,
         ge=16,
-        description="Largest tile side (bounds memory); None runs every image whole. Models that record their "
+        description="Largest tile side (bounds memory); 0 or None runs every image whole. Models that record their "
         "training patch size run in tiles of that size anyway (see dagn.inference).",
     )
     tile_overlap: int = Field(32, ge=0, description="Minimum overlap between tiles in pixels.")
@@ -160,6 +161,11 @@ class RestoreConfig(BaseModel):
     s3: S3Settings = Field(
         default_factory=S3Settings, description="Where S3 is (endpoint, region); keys come from the AWS_* variables."
     )
+
+    @field_validator("tile", mode="before")
+    @classmethod
+    def _zero_is_whole(cls, v: Any) -> Any:
+        return None if v == 0 else v
 
     @model_validator(mode="after")
     def _check(self) -> RestoreConfig:

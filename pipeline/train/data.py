@@ -105,14 +105,23 @@ def list_images(location: Location) -> list[str]:
     if refused:
         log.warning("%d training image keys refused, e.g. %s", len(refused), "; ".join(refused[:3]))
     if not images:
-        raise ValueError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) under {location.uri}")
+        raise ValueError(f"no images ({' '.join(IMAGE_EXTENSIONS)}) under {location.uri}: check --data")
     return images
 
 
 def split_images(images: list[str], val_images: int) -> tuple[list[str], list[str]]:
-    """(train, validation): validation = the ``val_images`` names with the smallest SHA-1, both lists sorted."""
+    """(train, validation): validation = the ``val_images`` names with the smallest SHA-1, both lists sorted.
+
+    A folder too small to spare ``val_images`` holds out a quarter of its images instead (none of one to three),
+    so a first try on a few photos trains rather than stops.
+    """
     if val_images and len(images) <= val_images:
-        raise ValueError(f"need more than {val_images} images to hold {val_images} out for validation")
+        fewer = len(images) // 4
+        log.warning(
+            "only %d images: holding out %d for validation instead of %d (set it with --val-images)",
+            len(images), fewer, val_images,
+        )  # fmt: skip
+        val_images = fewer
     ranked = sorted(images, key=lambda name: hashlib.sha1(name.encode()).hexdigest())
     val = set(ranked[:val_images])
     return [i for i in images if i not in val], sorted(val)

@@ -10,6 +10,7 @@ from pathlib import Path
 import pyarrow.fs as pafs
 
 from dagn.checkpoint import load_model
+from pipeline.ray_session import start_ray
 from pipeline.storage import Location, resolve, write_bytes_atomic
 from pipeline.train.artifacts import MODEL_FILE, exists, save_remote_model, stage_file
 from pipeline.train.config import StageResult, TrainConfig
@@ -22,21 +23,6 @@ from pipeline.train.worker import train_loop
 __all__ = ["run_stage", "train"]
 
 log = logging.getLogger(__name__)
-
-
-def _ensure_ray(cfg: TrainConfig) -> None:
-    import ray
-
-    if ray.is_initialized():
-        return
-    if cfg.ray_address:
-        ray.init(address=cfg.ray_address)
-    else:  # no dashboard on a local Ray, so no state API either: see pipeline.ray_tweaks
-        ray.init(
-            include_dashboard=False,
-            object_store_memory=1024 * 2**20,
-            runtime_env={"worker_process_setup_hook": "pipeline.ray_tweaks.quiet_state_api_warnings"},
-        )
 
 
 def _latest_checkpoint_name(location: Location, run_name: str) -> str:
@@ -82,6 +68,7 @@ def _fit(cfg: TrainConfig, number: int, out: Location):
 
     data = resolve(cfg.data, cfg.s3)
     train_images, val_images = split_images(list_images(data), cfg.data_config.val_images)
+    start_ray(cfg.ray_address, object_store_bytes=2**30)
     previous = _latest_checkpoint_name(out, cfg.run_name(number))
     steps_this_run = min(cfg.stage_steps(number), cfg.steps or cfg.stage_steps(number))
     n_samples = int(steps_this_run * cfg.batch_size * cfg.workers * 1.02) + cfg.batch_size * cfg.workers * 4
@@ -112,7 +99,6 @@ def run_stage(cfg: TrainConfig, number: int) -> StageResult:
     if number > 1 and not exists(out, stage_file(number - 1)):
         raise RuntimeError(f"stage {number} needs stage {number - 1} finished first ({stage_file(number - 1)})")
 
-    _ensure_ray(cfg)
     result = _fit(cfg, number, out)
     metrics = {k: float(v) for k, v in (result.metrics or {}).items() if isinstance(v, (int, float))}
     step = int(metrics.get("step", 0))

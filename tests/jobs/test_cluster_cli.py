@@ -59,9 +59,9 @@ def test_clean_refuses_a_destination_inside_the_source(tmp_path):
         result = run("clean", src, dst)
         assert result.exit_code == 2
         assert "must not be the source or lie inside it" in flat(result.output)
-    from jobs.clean import clean_settings
+    from pipeline.clean import CleanConfig
 
-    assert clean_settings("s3://b/photos", "s3://b/photos-clean").dst == "s3://b/photos-clean"
+    assert CleanConfig(src="s3://b/photos", dst="s3://b/photos-clean").dst == "s3://b/photos-clean"
 
 
 def test_clean_without_dst_needs_a_report_location(tmp_path):
@@ -71,10 +71,12 @@ def test_clean_without_dst_needs_a_report_location(tmp_path):
 
 
 def test_clean_yaml_and_flags_merge(tmp_path):
-    from jobs.clean import clean_settings
+    from jobs.settings import load_settings
+    from pipeline.clean import CleanConfig
 
     (tmp_path / "c.yaml").write_text("threshold: 40\nrestore:\n  workers: 3\n  batch_size: 8\n")
-    cfg = clean_settings("in", "out", tmp_path / "c.yaml", restore_options={"workers": 5, "weights": None})
+    flags = {"restore.workers": 5, "restore.weights": None}
+    cfg = load_settings(CleanConfig, tmp_path / "c.yaml", src="in", dst="out", **flags)
     assert cfg.threshold == 40
     assert cfg.restore == {"workers": 5, "batch_size": 8}
     restore = cfg.restore_config("list.txt")
@@ -128,9 +130,10 @@ def test_submit_config_errors_name_the_field(tmp_path, no_cluster_env, yaml_text
 
 def test_submit_options_stop_at_the_command_name():
     """Options after the command name are the command's, even when submit has one of the same name."""
-    check_command("clean", ["s3://a/in", "s3://a/out", "--config", "clean.yaml", "--address", "x"])
+    group = typer.main.get_command(app)
+    check_command(group, "clean", ["s3://a/in", "s3://a/out", "--config", "clean.yaml", "--address", "x"])
     with pytest.raises(typer.BadParameter, match="--help"):
-        check_command("restore", ["--help"])
+        check_command(group, "restore", ["--help"])
 
 
 def test_entrypoint_and_runtime_env(tmp_path, monkeypatch):

@@ -50,15 +50,14 @@ def test_bad_options_fail_before_any_work(tmp_path):
 
 
 def test_config_file_and_flags_combine(tmp_path):
-    from jobs.restore import _config
+    from jobs.settings import load_settings
+    from pipeline.restore import RestoreConfig
 
     config = tmp_path / "restore.yaml"
     config.write_text("tile: 256\nquality: 80\nworkers: 3\n")
-    options = {name: None for name in ("weights", "format", "quality", "workers", "gpus_per_worker", "batch_size")}
-    options.update({name: None for name in ("min_qf", "max_qf", "overwrite", "s3_endpoint", "list_file", "max_pixels")})
-    cfg = _config(src="in", dst="out", tile=None, config=config, address=None, **{**options, "quality": 90})
+    cfg = load_settings(RestoreConfig, config, src="in", dst="out", quality=90, tile=None)
     assert (cfg.tile, cfg.quality, cfg.workers) == (256, 90, 3)  # flags win, the file fills the rest
-    cfg = _config(src="in", dst="out", tile=0, config=config, address=None, **options)
+    cfg = load_settings(RestoreConfig, config, src="in", dst="out", tile=0)
     assert cfg.tile is None  # --tile 0: whole images, even over the file's tile
 
 

@@ -50,7 +50,7 @@ def test_dotted_flags_set_one_nested_value_and_keep_the_files_siblings(tmp_path)
 
 
 def test_s3_endpoint_flag_reaches_every_job_config(tmp_path):
-    from jobs.clean import clean_settings
+    from pipeline.clean import CleanConfig
     from pipeline.restore import RestoreConfig
     from pipeline.train import TrainConfig
 
@@ -58,6 +58,8 @@ def test_s3_endpoint_flag_reaches_every_job_config(tmp_path):
     f.write_text("s3:\n  region: eu-west-1\n")
     restore = load_settings(RestoreConfig, f, src="a", dst="b", **{"s3.endpoint_url": "http://127.0.0.1:1"})
     train = load_settings(TrainConfig, f, data="s3://b/d", out="s3://b/o", **{"s3.endpoint_url": "http://127.0.0.1:1"})
-    clean = clean_settings("s3://b/in", "s3://b/out", f, s3_endpoint="http://127.0.0.1:1")
+    clean = load_settings(
+        CleanConfig, f, src="s3://b/in", dst="s3://b/out", **{"s3.endpoint_url": "http://127.0.0.1:1"}
+    )
     for s3 in (restore.s3, train.s3, clean.s3, clean.restore_config("list.txt").s3):
         assert (s3.endpoint_url, s3.resolved_region()) == ("http://127.0.0.1:1", "eu-west-1")

@@ -30,15 +30,17 @@ def folder(tmp_path_factory):
     return root
 
 
-def test_validation_split_is_fixed_and_disjoint():
+def test_validation_split_is_fixed_and_disjoint(caplog):
     images = [f"dir/img{i:03d}.png" for i in range(50)]
     train, val = split_images(images, 5)
     assert len(val) == 5 and len(train) == 45 and not set(train) & set(val)
     assert split_images(list(reversed(images)), 5)[1] == val  # independent of listing order
     assert set(split_images([*images, "dir/new.png"], 5)[1]) & set(val)  # one more image barely moves it
     assert split_images(images, 0) == (images, [])
-    with pytest.raises(ValueError, match="more than"):
-        split_images(images[:3], 3)
+    train, val = split_images(images[:8], 8)  # too few to hold 8 out: a quarter is held out instead
+    assert len(val) == 2 and len(train) == 6 and not set(train) & set(val)
+    assert "holding out 2 for validation instead of 8" in caplog.text and "--val-images" in caplog.text
+    assert split_images(images[:3], 8) == (images[:3], [])
 
 
 def test_plan_visits_every_image_each_epoch_deterministically():
