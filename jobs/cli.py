@@ -12,6 +12,7 @@ from jobs.evaluate import evaluate
 from jobs.models import models
 from jobs.options import Debug
 from jobs.publish import publish
+from jobs.report import report
 from jobs.restore import restore
 from jobs.submit import submit
 from jobs.train import train
@@ -28,6 +29,7 @@ app.command("restore")(restore)
 app.command("evaluate")(evaluate)
 app.command("train")(train)
 app.command("clean")(clean)
+app.command("report")(report)
 app.command("publish")(publish)
 # Everything after the command name belongs to the submitted command: stop parsing options there.
 app.command("submit", context_settings={"allow_interspersed_args": False})(submit)

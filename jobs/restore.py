@@ -13,7 +13,9 @@ from jobs.errors import UserError, require_folder
 from jobs.options import ConfigFile, RayAddress, S3Endpoint, build_config, config_argument, config_option
 from pipeline.codec import OutputFormat
 from pipeline.ray_session import start_ray
+from pipeline.report import RunRecord, write_report
 from pipeline.restore import RestoreConfig
+from pipeline.storage import resolve
 
 __all__ = ["restore"]
 
@@ -57,15 +59,19 @@ def restore(
     require_folder(cfg.src, "SRC")
     check_weights(cfg)
     start_ray(address, quiet=True)
-    summary = _run_with_progress(cfg)
+    record = RunRecord(run_id="", src=cfg.src, dst=cfg.dst)
+    summary = _run_with_progress(cfg, record)
     _print_summary(summary)
-    if summary.total == 0:
+    if summary.total:
+        record.run_id = summary.run_id
+        Console().print(f"report: {write_report(record, resolve(cfg.src, cfg.s3), resolve(cfg.dst, cfg.s3))}")
+    else:
         raise UserError(f"no images under SRC {cfg.src} (extensions {' '.join(cfg.extensions)}): check SRC")
     if summary.failed:
         raise typer.Exit(1)
 
 
-def _run_with_progress(cfg: RestoreConfig):
+def _run_with_progress(cfg: RestoreConfig, record: RunRecord):
     from pipeline.restore import run_restore
 
     columns = (
@@ -85,6 +91,7 @@ def _run_with_progress(cfg: RestoreConfig):
                 counts[status] = counts.get(status, 0) + 1
             text = f"ok {counts['ok']}  skipped {counts['skipped']}  failed {counts['failed']}"
             progress.update(task, advance=len(rows), counts=text)
+            record.add(rows)
 
         return run_restore(cfg, on_start=lambda n: progress.update(task, total=n), on_rows=on_rows)
 
