@@ -30,6 +30,8 @@ import shutil
 import tempfile
 import threading
 import time
+from collections import defaultdict
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +43,7 @@ import dagn
 from dagn.checkpoint import read_metadata, save_model, shipped_weights
 from dagn.inference import training_patch_size
 from pipeline.codec import OutputFormat, decode_image, encode_image, output_format
+from pipeline.ray_session import start_ray
 from pipeline.restore import RestoreConfig, run_restore
 
 
@@ -195,7 +198,7 @@ def ray_pipeline(src: Path, dst: Path, args: argparse.Namespace, weights: Path) 
     return end - start, summary.ok, steady
 
 
-def main() -> None:
+def _arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=Path, default=Path("../shared/datasets/eval/live1_color"))
     parser.add_argument("--repeat", type=int, default=8, help="copies of the image set (more work per run)")
@@ -213,29 +216,124 @@ def main() -> None:
     args = parser.parse_args()
     if args.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda: no CUDA device visible")
+    return args
 
+
+def _random_weights(args: argparse.Namespace, scratch: Path) -> Path:
+    """Random weights (speed only) that say they were trained like the shipped ones, so both sides run them the way
+    users' restores run (in tiles of the training patch size: see dagn.inference)."""
+    torch.manual_seed(0)
+    shipped = read_metadata(shipped_weights())
+    return save_model(
+        dagn.build_model(args.variant).eval(),
+        scratch / f"{args.variant}.safetensors",
+        {"degradation": shipped["degradation"]} if "degradation" in shipped else None,
+    )
+
+
+@dataclass
+class _Runs:
+    """Wall time, steady rate and CPU seconds of every timed run, per side (loop: per torch thread count)."""
+
+    loop_threads: list[int]
+    loop_times: dict[int, list[float]] = field(default_factory=lambda: defaultdict(list))
+    loop_steady: dict[int, list[float]] = field(default_factory=lambda: defaultdict(list))
+    loop_cpu: dict[int, list[float]] = field(default_factory=lambda: defaultdict(list))
+    ray_times: list[float] = field(default_factory=list)
+    ray_steady: list[float] = field(default_factory=list)
+    ray_cpu: list[float] = field(default_factory=list)
+
+    @property
+    def best(self) -> int:
+        return min(self.loop_threads, key=lambda t: min(self.loop_times[t]))
+
+
+def _timed_runs(files, src: Path, scratch: Path, args, weights: Path) -> _Runs:
+    """The plain loops and the pipeline, alternating, ``args.repeats`` times.
+
+    The baseline is the better of two plain loops: torch on all cores, and one thread (which wins when other work
+    shares the machine: intra-op threads then wait on each other).
+    """
+    runs = _Runs(loop_threads=sorted({1, os.cpu_count() or 1}))
+    default_threads = torch.get_num_threads()
+    for r in range(args.repeats):
+        for threads in runs.loop_threads:
+            out = scratch / f"loop{r}-{threads}"
+            with TreeMonitor(tree=False) as mon:  # the loop is this process alone (Ray's idle daemons left out)
+                seconds, steady = plain_loop(files, src, out, args, weights, threads)
+            runs.loop_times[threads].append(seconds)
+            runs.loop_steady[threads].append(steady)
+            runs.loop_cpu[threads].append(mon.cpu_seconds)
+            shutil.rmtree(out)
+        torch.set_num_threads(default_threads)
+        out = scratch / f"ray{r}"
+        with TreeMonitor() as mon:
+            seconds, ok, steady = ray_pipeline(src, out, args, weights)
+        runs.ray_cpu.append(mon.cpu_seconds)
+        shutil.rmtree(out)
+        if ok != len(files):
+            raise SystemExit(f"the pipeline restored {ok} of {len(files)} images")
+        runs.ray_times.append(seconds)
+        runs.ray_steady.append(steady)
+        loops = ", ".join(
+            f"loop {t} thr {runs.loop_times[t][-1]:.1f} s ({runs.loop_cpu[t][-1]:.0f} CPU-s)" for t in runs.loop_threads
+        )
+        print(
+            f"  repeat {r}: {loops}, ray {seconds:.1f} s ({runs.ray_cpu[-1]:.0f} CPU-s); "
+            f"load average {os.getloadavg()[0]:.1f}",
+            flush=True,
+        )
+    torch.set_num_threads(default_threads)
+    return runs
+
+
+def _memory_pass(files, src: Path, scratch: Path, args, weights: Path, threads: int) -> tuple[int, int]:
+    """Peak PSS of the plain loop (this process) and of the pipeline (the process tree), in an untimed pass."""
+    print("memory pass (untimed, PSS sampled every 0.5 s) ...", flush=True)
+    default_threads = torch.get_num_threads()
+    with TreeMonitor(interval=0.5, tree=False, memory=True) as mon:
+        plain_loop(files, src, scratch / "mem-loop", args, weights, threads)
+    loop_mem = mon.peak
+    torch.set_num_threads(default_threads)
+    with TreeMonitor(interval=0.5, memory=True) as mon:
+        ray_pipeline(src, scratch / "mem-ray", args, weights)
+    return loop_mem, mon.peak
+
+
+def _print_results(runs: _Runs, n: int, megapixels: float, memory: tuple[int, int]) -> None:
+    best = runs.best
+    loop_s, ray_s = min(runs.loop_times[best]), min(runs.ray_times)
+    for t in runs.loop_threads:
+        s = min(runs.loop_times[t])
+        print(
+            f"plain loop, {t} thread(s): {s:7.1f} s  {n / s:6.2f} images/s  {megapixels / s:6.2f} MP/s"
+            f"  (steady {max(runs.loop_steady[t]):.2f} images/s)"
+        )
+    print(
+        f"ray pipeline            : {ray_s:7.1f} s  {n / ray_s:6.2f} images/s  {megapixels / ray_s:6.2f} MP/s"
+        f"  (steady {max(runs.ray_steady):.2f} images/s)"
+    )
+    print(f"throughput ratio ray / best loop ({best} thread(s)): {loop_s / ray_s:.2f}  (goal >= 0.9)")
+    best_steady = max(max(v) for v in runs.loop_steady.values())
+    print(f"steady-state ratio (after the first result, start-up left out): {max(runs.ray_steady) / best_steady:.2f}")
+    loop_cpu, ray_cpu = min(runs.loop_cpu[best]) / n, min(runs.ray_cpu) / n
+    print(f"CPU seconds per image (least of the runs): loop {loop_cpu:.2f}, ray {ray_cpu:.2f}")
+    loop_mem, ray_mem = memory
+    print(f"peak memory (PSS): loop {loop_mem / 2**30:.2f} GiB (process), ray {ray_mem / 2**30:.2f} GiB (process tree)")
+
+
+def main() -> None:
+    args = _arguments()
     import ray
 
     scratch = Path(args.scratch or tempfile.mkdtemp(prefix="bench-restore-"))
     src = scratch / "in"
     files = prepare_inputs(args.images, src, args.repeat, args.quality)
     megapixels = sum(np.prod(Image.open(p).size) for p in files) / 1e6
-    torch.manual_seed(0)
-    # Random weights (speed only) that say they were trained like the shipped ones, so both sides run them the way
-    # users' restores run (in tiles of the training patch size: see dagn.inference).
-    shipped = read_metadata(shipped_weights())
-    weights = save_model(
-        dagn.build_model(args.variant).eval(),
-        scratch / f"{args.variant}.safetensors",
-        {"degradation": shipped["degradation"]} if "degradation" in shipped else None,
-    )
+    weights = _random_weights(args, scratch)
 
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    ray.init(address="local", include_dashboard=False, log_to_driver=False, logging_level="WARNING")
-    from ray.data import DataContext
-
-    DataContext.get_current().enable_progress_bars = False
-
+    start_ray(quiet=True)
     print(procfs.machine_line(cuda=args.device == "cuda"))
     from pipeline.restore import actor_resources
 
@@ -246,67 +344,9 @@ def main() -> None:
         f"Ray cluster CPU={ray.cluster_resources().get('CPU')}"
     )
     print(f"inputs: {len(files)} JPEGs (QF {args.quality}), {megapixels:.1f} MP, from {args.images}")
-
-    # The baseline is the better of two plain loops: torch on all cores, and one thread (which wins when other work
-    # shares the machine: intra-op threads then wait on each other).
-    loop_threads = sorted({1, os.cpu_count() or 1})
-    loop_times: dict[int, list[float]] = {t: [] for t in loop_threads}
-    loop_steady: dict[int, list[float]] = {t: [] for t in loop_threads}
-    loop_cpu: dict[int, list[float]] = {t: [] for t in loop_threads}
-    ray_times, ray_steady, ray_cpu = [], [], []
-    default_threads = torch.get_num_threads()
-    for r in range(args.repeats):
-        for threads in loop_threads:
-            out = scratch / f"loop{r}-{threads}"
-            with TreeMonitor(tree=False) as mon:  # the loop is this process alone (Ray's idle daemons left out)
-                seconds, steady = plain_loop(files, src, out, args, weights, threads)
-            loop_times[threads].append(seconds)
-            loop_steady[threads].append(steady)
-            loop_cpu[threads].append(mon.cpu_seconds)
-            shutil.rmtree(out)
-        torch.set_num_threads(default_threads)
-        out = scratch / f"ray{r}"
-        with TreeMonitor() as mon:
-            seconds, ok, steady = ray_pipeline(src, out, args, weights)
-        ray_cpu.append(mon.cpu_seconds)
-        shutil.rmtree(out)
-        if ok != len(files):
-            raise SystemExit(f"the pipeline restored {ok} of {len(files)} images")
-        ray_times.append(seconds)
-        ray_steady.append(steady)
-        loops = ", ".join(f"loop {t} thr {loop_times[t][-1]:.1f} s ({loop_cpu[t][-1]:.0f} CPU-s)" for t in loop_threads)
-        print(
-            f"  repeat {r}: {loops}, ray {seconds:.1f} s ({ray_cpu[-1]:.0f} CPU-s); "
-            f"load average {os.getloadavg()[0]:.1f}",
-            flush=True,
-        )
-
-    n = len(files)
-    best = min(loop_threads, key=lambda t: min(loop_times[t]))
-    print("memory pass (untimed, PSS sampled every 0.5 s) ...", flush=True)
-    with TreeMonitor(interval=0.5, tree=False, memory=True) as mon:
-        plain_loop(files, src, scratch / "mem-loop", args, weights, best)
-    loop_mem = mon.peak
-    torch.set_num_threads(default_threads)
-    with TreeMonitor(interval=0.5, memory=True) as mon:
-        ray_pipeline(src, scratch / "mem-ray", args, weights)
-    ray_mem = mon.peak
-    loop_s, ray_s = min(loop_times[best]), min(ray_times)
-    for t in loop_threads:
-        s = min(loop_times[t])
-        print(
-            f"plain loop, {t} thread(s): {s:7.1f} s  {n / s:6.2f} images/s  {megapixels / s:6.2f} MP/s"
-            f"  (steady {max(loop_steady[t]):.2f} images/s)"
-        )
-    print(
-        f"ray pipeline            : {ray_s:7.1f} s  {n / ray_s:6.2f} images/s  {megapixels / ray_s:6.2f} MP/s"
-        f"  (steady {max(ray_steady):.2f} images/s)"
-    )
-    print(f"throughput ratio ray / best loop ({best} thread(s)): {loop_s / ray_s:.2f}  (goal >= 0.9)")
-    best_steady = max(max(v) for v in loop_steady.values())
-    print(f"steady-state ratio (after the first result, start-up left out): {max(ray_steady) / best_steady:.2f}")
-    print(f"CPU seconds per image (least of the runs): loop {min(loop_cpu[best]) / n:.2f}, ray {min(ray_cpu) / n:.2f}")
-    print(f"peak memory (PSS): loop {loop_mem / 2**30:.2f} GiB (process), ray {ray_mem / 2**30:.2f} GiB (process tree)")
+    runs = _timed_runs(files, src, scratch, args, weights)
+    memory = _memory_pass(files, src, scratch, args, weights, runs.best)
+    _print_results(runs, len(files), megapixels, memory)
     ray.shutdown()
     if args.scratch is None:
         shutil.rmtree(scratch, ignore_errors=True)

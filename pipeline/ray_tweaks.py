@@ -1,13 +1,11 @@
 """Workarounds for Ray 2.60 behaviours that cost a small machine dearly; each says what it fixes and why.
 
-Idle spinning: Ray Data 2.60's scheduling loop blocks in ``ray.wait`` only while it has tasks in flight. When
-every operator is back-pressured (the prefetch buffers are full and the trainers are still computing), nothing is in
-flight and the loop runs flat out: on a 2-core machine the SplitCoordinator took 50-60% of a core, mostly system
-time, during training, which is CPU the trainers need. :class:`IdleBackoff` sleeps 20 ms after a loop step that
-returned at once, so an idle executor polls at ~50 Hz instead of spinning; a step that waited on a task is left
-alone. Measured on 2 cores: a 5 ms pause took the SplitCoordinator from 53% to 13% of a core (training from 70 to
-87 samples/s); 20 ms took it from 24% to 8% while a long run's patches were being made, with megabyte blocks
-buffered far ahead of the trainers, so the added latency is never waited on.
+Idle spinning: Ray Data's scheduling loop blocks in ``ray.wait`` only while it has tasks in flight. When every
+operator is back-pressured (the prefetch buffers are full and the trainers are still computing), nothing is in
+flight and the loop runs flat out, taking from the trainers a good part of a core on a small machine.
+:class:`IdleBackoff` sleeps 20 ms after a loop step that returned at once, so an idle executor polls at ~50 Hz
+instead of spinning; a step that waited on a task is left alone. Blocks are buffered far ahead of the trainers,
+so the added latency is never waited on. (Measurements: bench/results/design-measurements.md.)
 
 State-API warnings: Ray Train's PlacementGroupCleaner asks the state API (served by the dashboard) every second
 whether the controller lives; a local Ray started without a dashboard answers with an error each time, and the

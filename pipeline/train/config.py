@@ -30,8 +30,8 @@ class TrainConfig(BaseModel):
     stage2_steps: int = Field(
         2000,
         ge=1,
-        description="Planned optimisation steps of stage 2 (CS encoder). Cheap (~1/10 of a stage-3 step), and the "
-        "QF regression sits at the predict-the-mean plateau for the first ~700 steps on 64 px patches.",
+        description="Planned optimisation steps of stage 2 (CS encoder). Many, because its steps are cheap and the "
+        "QF regression first sits a long while at the predict-the-mean plateau.",
     )
     stage3_steps: int = Field(3000, ge=1, description="Planned optimisation steps of stage 3 (restoration).")
     steps: int | None = Field(None, ge=1, description="Cap on the steps each stage run does in this invocation.")
@@ -44,9 +44,9 @@ class TrainConfig(BaseModel):
     data_cpus: int = Field(
         1,
         ge=1,
-        description="Whole CPUs left to the patch-making Ray Data actors (CPU training). Whole, because Ray Data "
-        "2.60 is granted what Ray Train leaves over in whole CPUs: a leftover of 0.5 counted as none, and patches "
-        "were then made only once the trainers had drained every buffer (stalls of ~0.7 s every 20 steps).",
+        description="Whole CPUs left to the patch-making Ray Data actors (CPU training). Whole, because Ray Data is "
+        "granted what Ray Train leaves over in whole CPUs: a fraction counts as none, and training then stalls on "
+        "data.",
     )
     threads_per_worker: int | None = Field(
         None, ge=1, description="torch intra-op threads per worker (default: cluster CPUs / workers on CPU)."
@@ -55,7 +55,7 @@ class TrainConfig(BaseModel):
         None, description="bf16 autocast (default: on GPUs and on CPUs with native bf16, see dagn.precision)."
     )
     channels_last: bool = Field(
-        True, description="channels-last tensors: faster on GPUs and CPUs alike (2 CPU workers: 1.11x samples/s)."
+        True, description="channels-last tensors: faster for these convolutions on GPUs and CPUs alike."
     )
     optim: OptimConfig = Field(default_factory=OptimConfig, description="Optimiser settings, shared by the stages.")
     stage2_lr: float | None = Field(None, gt=0, description="Peak lr of stage 2 (default: optim.lr).")

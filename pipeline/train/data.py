@@ -75,14 +75,14 @@ class DataConfig(BaseModel):
         None,
         ge=1,
         description="Patch-making actors (default: one per whole CPU the trainers leave, at least 2). Actors, not "
-        "tasks: as tasks, Ray started a fresh worker process for nearly every batch (it keeps few idle workers), "
-        "~1.5 s of CPU each for Python and the imports, ten times the ~0.15 s the batch itself takes.",
+        "tasks: as tasks, Ray starts a fresh worker process for nearly every batch (it keeps few idle workers), "
+        "whose start-up costs far more CPU than the batch.",
     )
     rows_per_task: int = Field(
         16,
         ge=1,
-        description="Images per patch-making batch (16 x 8 patches: big enough blocks that Ray's per-block overhead, "
-        "not the ~1 ms of CPU per patch, stays small; 4 gave 1.6x fewer patches/s on 2 cores).",
+        description="Images per patch-making batch: blocks big enough that Ray's per-block overhead stays small "
+        "beside the patch making, small enough to stream.",
     )
 
 
