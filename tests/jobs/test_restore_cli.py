@@ -72,8 +72,9 @@ def test_restore_s3_prefix_then_resume(ray_local, s3_server, s3_bucket, weights)
     assert result.exit_code == 1, result.output  # one input failed
     assert "broken.jpg" in result.output and "restore" in result.output
     listed = s3.list_objects_v2(Bucket=s3_bucket, Prefix="out/")["Contents"]
-    outputs = sorted(o["Key"] for o in listed if "_manifest" not in o["Key"])
+    outputs = sorted(o["Key"] for o in listed if "/_manifest/" not in o["Key"] and "/_reports/" not in o["Key"])
     assert outputs == ["out/a.png", "out/sub/b.png"]
+    assert any(o["Key"].endswith("/index.html") and "/_reports/" in o["Key"] for o in listed)  # the run's report
     body = s3.get_object(Bucket=s3_bucket, Key="out/sub/b.png")["Body"].read()
     assert Image.open(io.BytesIO(body)).size == (64, 32)
 
