@@ -59,14 +59,14 @@ class RunRecord(BaseModel):
     def add(self, rows: pa.Table, now: float | None = None) -> None:
         elapsed = (time.time() if now is None else now) - self.started
         restored = 0
-        for row in rows.select([c for c in ("input", "output", "status", "reason", "error", "qf", "width", "height")
-                                if c in rows.column_names]).to_pylist():  # fmt: skip
-            status = row["status"]
-            self.counts[status] = self.counts.get(status, 0) + 1
+        columns = ("input", "output", "status", "reason", "error", "qf", "width", "height", "count")
+        for row in rows.select([c for c in columns if c in rows.column_names]).to_pylist():
+            status, weight = row["status"], row.get("count") or 1  # a tally row stands for ``count`` inputs
+            self.counts[status] = self.counts.get(status, 0) + weight
             if status != "ok":
-                self._count_reason(status, _reason(status, row.get("reason"), row.get("error")))
+                self._count_reason(status, _reason(status, row.get("reason"), row.get("error")), weight)
             if row.get("qf") is not None:
-                self.qf_found[_qf_bin(row["qf"])] += 1
+                self.qf_found[_qf_bin(row["qf"])] += weight
             if status == "failed" and len(self.failures) < self.max_failures:
                 self.failures.append((row["input"], row.get("error") or ""))
             if status == "ok":
@@ -74,11 +74,11 @@ class RunRecord(BaseModel):
                 self._restored(row)
         self._tick(elapsed, restored)
 
-    def _count_reason(self, status: str, reason: str) -> None:
+    def _count_reason(self, status: str, reason: str, weight: int) -> None:
         by_reason = self.reasons.setdefault(status, {})
         if reason not in by_reason and sum(len(r) for r in self.reasons.values()) >= self.max_reasons:
             reason = _OTHER
-        by_reason[reason] = by_reason.get(reason, 0) + 1
+        by_reason[reason] = by_reason.get(reason, 0) + weight
 
     def _restored(self, row: dict[str, Any]) -> None:
         if row.get("qf") is not None:
