@@ -410,6 +410,63 @@ def run_clean(cfg: CleanConfig, *, on_stage: Callable[[str], None] | None = None
         return _clean(cfg, on_stage)
 
 
+def _restore_step(cfg: CleanConfig, folder: Location, to_restore: list[str], say) -> tuple[dict, dict | None]:
+    """Restore the inputs below the threshold (listed in the report folder); their manifest rows by input URI and
+    the restore's summary (nothing when there is nothing to restore, no DST or a dry run)."""
+    if to_restore:
+        list_file = folder.path("restore-list.txt")
+        write_bytes_atomic(folder.fs, list_file, ("\n".join(to_restore) + "\n").encode())
+    if not to_restore or cfg.dst is None or cfg.dry_run:
+        return {}, None
+    from pipeline.restore import run_restore
+
+    say("restore")
+    summary = run_restore(cfg.restore_config(folder.uri_of("restore-list.txt")))
+    manifest = read_manifest(resolve(cfg.dst, cfg.s3))
+    mine = manifest.filter(pc.equal(manifest["run_id"], summary.run_id))
+    restore_summary = {
+        "run_id": summary.run_id,
+        "ok": summary.ok,
+        "skipped": summary.skipped,
+        "failed": summary.failed,
+        "seconds": round(summary.seconds, 3),
+        "manifest": summary.manifest,
+        "failures": [list(f) for f in summary.failures],
+    }
+    return {r["input"]: r for r in mine.to_pylist()}, restore_summary
+
+
+def _report_table(scanned: pa.Table, src: Location, actions: list[str], restore_rows: dict, run_id: str) -> pa.Table:
+    """The scan with what was done to each file (a row per file)."""
+    inputs = [src.uri_of(k) for k in scanned.column("key").to_pylist()]
+    done = [restore_rows.get(uri, {}) for uri in inputs]
+    report = scanned
+    for name, values in (
+        ("input", inputs),
+        ("action", actions),
+        ("restore_status", [d.get("status") for d in done]),
+        ("restore_detail", [d.get("error") or d.get("reason") for d in done]),
+        ("output", [d.get("output") for d in done]),
+        ("run_id", [run_id] * len(inputs)),
+    ):
+        report = report.append_column(REPORT_SCHEMA.field(name), pa.array(values, REPORT_SCHEMA.field(name).type))
+    return report
+
+
+def _counts(scanned: pa.Table, below: list[bool]) -> dict[str, int]:
+    kinds, sizes = scanned.column("kind").to_pylist(), scanned.column("size").to_pylist()
+    return {
+        "files": len(kinds),
+        "bytes": int(sum(s or 0 for s in sizes)),
+        "jpeg": kinds.count("jpeg"),
+        "not_jpeg": kinds.count("not-jpeg"),
+        "unreadable": kinds.count("unreadable"),
+        "empty": kinds.count("empty"),
+        "below_threshold": sum(below),
+        "below_threshold_bytes": int(sum(s or 0 for s, b in zip(sizes, below, strict=True) if b)),
+    }
+
+
 def _clean(cfg: CleanConfig, on_stage: Callable[[str], None] | None) -> CleanResult:
     say = on_stage or (lambda stage: None)
     started, started_at = time.perf_counter(), dt.datetime.now(dt.timezone.utc)
@@ -433,47 +490,11 @@ def _clean(cfg: CleanConfig, on_stage: Callable[[str], None] | None) -> CleanRes
     below = [k == "jpeg" and q is not None and q < cfg.threshold for k, q in zip(kinds, qfs, strict=True)]
     actions = ["restore" if b else ("keep" if k == "jpeg" else "ignore") for k, b in zip(kinds, below, strict=True)]
     to_restore = [key for key, b in zip(scanned.column("key").to_pylist(), below, strict=True) if b]
-
-    restore_rows: dict[str, dict] = {}
-    restore_summary = None
-    if to_restore:
-        list_file = folder.path("restore-list.txt")
-        write_bytes_atomic(folder.fs, list_file, ("\n".join(to_restore) + "\n").encode())
-    if to_restore and cfg.dst is not None and not cfg.dry_run:
-        from pipeline.restore import run_restore
-
-        say("restore")
-        rcfg = cfg.restore_config(folder.uri_of("restore-list.txt"))
-        summary = run_restore(rcfg)
-        manifest = read_manifest(resolve(cfg.dst, cfg.s3))
-        mine = manifest.filter(pc.equal(manifest["run_id"], summary.run_id))
-        restore_rows = {r["input"]: r for r in mine.to_pylist()}
-        restore_summary = {
-            "run_id": summary.run_id,
-            "ok": summary.ok,
-            "skipped": summary.skipped,
-            "failed": summary.failed,
-            "seconds": round(summary.seconds, 3),
-            "manifest": summary.manifest,
-            "failures": [list(f) for f in summary.failures],
-        }
+    restore_rows, restore_summary = _restore_step(cfg, folder, to_restore, say)
 
     say("report")
-    inputs = [src.uri_of(k) for k in scanned.column("key").to_pylist()]
-    done = [restore_rows.get(uri, {}) for uri in inputs]
-    report = scanned
-    for name, values in (
-        ("input", inputs),
-        ("action", actions),
-        ("restore_status", [d.get("status") for d in done]),
-        ("restore_detail", [d.get("error") or d.get("reason") for d in done]),
-        ("output", [d.get("output") for d in done]),
-        ("run_id", [run_id] * len(inputs)),
-    ):
-        report = report.append_column(REPORT_SCHEMA.field(name), pa.array(values, REPORT_SCHEMA.field(name).type))
+    report = _report_table(scanned, src, actions, restore_rows, run_id)
     write_bytes_atomic(folder.fs, folder.path("scan.parquet"), _parquet_bytes(report))
-
-    sizes = scanned.column("size").to_pylist()
     summary_doc = {
         "run_id": run_id,
         "started": started_at.isoformat(timespec="seconds"),
@@ -483,16 +504,7 @@ def _clean(cfg: CleanConfig, on_stage: Callable[[str], None] | None) -> CleanRes
         "threshold": cfg.threshold,
         "dry_run": cfg.dry_run or cfg.dst is None,
         "report": folder.uri,
-        "counts": {
-            "files": len(kinds),
-            "bytes": int(sum(s or 0 for s in sizes)),
-            "jpeg": kinds.count("jpeg"),
-            "not_jpeg": kinds.count("not-jpeg"),
-            "unreadable": kinds.count("unreadable"),
-            "empty": kinds.count("empty"),
-            "below_threshold": len(to_restore),
-            "below_threshold_bytes": int(sum(s or 0 for s, b in zip(sizes, below, strict=True) if b)),
-        },
+        "counts": _counts(scanned, below),
         "scan": {"read": len(todo), "reused": len(reused), "seconds": round(scan_seconds, 3)},
         "qf_histogram": histogram([q for q in qfs if q is not None]),
         "restore": restore_summary,
