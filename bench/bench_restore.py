@@ -43,6 +43,7 @@ import dagn
 from dagn.checkpoint import read_metadata, save_model, shipped_weights
 from dagn.inference import training_patch_size
 from pipeline.codec import OutputFormat, decode_image, encode_image, output_format
+from pipeline.extensions import IMAGE_EXTENSIONS
 from pipeline.ray_session import start_ray
 from pipeline.restore import RestoreConfig, run_restore
 
@@ -123,7 +124,7 @@ class TreeMonitor:
 
 def prepare_inputs(images: Path, folder: Path, repeat: int, quality: int) -> list[Path]:
     """JPEG copies (QF ``quality``) of every image in ``images``, ``repeat`` times under different names."""
-    sources = sorted(p for p in images.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".bmp", ".tif"))
+    sources = sorted(p for p in images.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
     if not sources:
         raise SystemExit(f"no images in {images}")
     folder.mkdir(parents=True)

@@ -45,7 +45,7 @@ from dagn.inference import Restorer
 from dagn.precision import autocast_dtype
 from dagn.training import OptimConfig, RestorationStage
 
-_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
+_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")  # its own: this script runs where only torch and dagn are installed
 _DIHEDRAL = 8
 
 

@@ -48,11 +48,7 @@ def train(
 
     cfg = build_config(train, ctx, TrainConfig, config, **{"s3.endpoint_url": s3_endpoint, "ray_address": address})
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-    try:
-        results = run_training(cfg)
-    except ValueError as e:  # a user's mistake or unusable data: one line, no traceback
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(2) from None
+    results = run_training(cfg)  # a ValueError (a user's mistake, unusable data) becomes one line: jobs.errors
     for r in results:
         state = "skipped (already finished)" if r.skipped else ("finished" if r.finished else "stopped")
         typer.echo(f"stage {r.stage}: {state} at step {r.step}/{r.total_steps}")

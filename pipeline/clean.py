@@ -38,6 +38,7 @@ import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from dagn.jpeg import estimate_quality
+from pipeline.extensions import JPEG_EXTENSIONS
 from pipeline.keys import UnsafeKeyError
 from pipeline.lease import hold
 from pipeline.manifest import new_run_id, read_manifest
@@ -68,7 +69,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-JPEG_EXTENSIONS = (".jpg", ".jpeg", ".jpe", ".jfif")
 REPORTS_DIR = "_reports"
 _SET_BY_CLEAN = {"src", "dst", "list_file", "max_qf", "min_qf", "s3", "extensions", "follow_symlinks", "lease_seconds"}
 

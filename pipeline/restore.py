@@ -38,6 +38,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from dagn.jpeg import estimate_quality
 from pipeline.codec import DecodeError, EncodeError, OutputFormat, decode_image, encode_image, output_format
+from pipeline.extensions import IMAGE_EXTENSIONS
 from pipeline.keys import UnsafeKeyError, key_paths
 from pipeline.lease import hold
 from pipeline.manifest import (
@@ -77,7 +78,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-DEFAULT_EXTENSIONS = (".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".webp", ".bmp", ".tif", ".tiff")
+DEFAULT_EXTENSIONS = IMAGE_EXTENSIONS
 
 
 class RestoreConfig(BaseModel):

@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from dagn import jpeg
 from dagn.degradation import DegradationConfig, degrade
+from pipeline.extensions import IMAGE_EXTENSIONS
 from pipeline.keys import key_problem
 from pipeline.ray_tweaks import with_idle_backoff
 from pipeline.storage import Location, S3Settings, list_files, read_bytes, resolve
@@ -45,7 +46,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 # Our recipe widens the released QF sampling: a blind model that rarely sees QF 70-95 learns to "restore" good images
 # as if they were bad ones (and the small variant's global residual makes that visible). Half the draws are uniform

@@ -76,7 +76,7 @@ def _fit(cfg: TrainConfig, number: int, out: Location):
     import ray
 
     data = resolve(cfg.data, cfg.s3)
-    images = readable_images(data, list_images(data), need=cfg.data_config.val_images + 1)
+    images = readable_images(data, list_images(data), need=1)  # split_images holds out fewer when few
     train_images, val_images = split_images(images, cfg.data_config.val_images)
     start_ray(cfg.ray_address, object_store_bytes=2**30)
     previous = _latest_checkpoint_name(out, cfg.run_name(number))
