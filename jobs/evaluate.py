@@ -105,7 +105,7 @@ def evaluate(
         cfg.weights, device=cfg.device, tile=cfg.tile, context=context_setting(cfg.context), precision=cfg.precision
     )
     Console(stderr=True).print(
-        f"model {restorer.weights}: context {restorer.context or 'whole image'} px, "
+        f"model {restorer.weights}: context {f'{restorer.context} px' if restorer.context else 'whole images'}, "
         f"autocast {restorer.autocast_dtype or 'off (fp32)'}"
     )
     folder = cfg.out / label
