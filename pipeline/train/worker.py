@@ -191,6 +191,7 @@ def train_loop(loop_config: dict[str, Any]) -> None:
     if run.start >= run.end:
         _report(run, {}, run.start)
         return
+    _save_branch_point(run, run.start)  # a run resumed exactly where its decay begins
     warmup = min(run.cfg.log_every, max(0, run.end - run.start - 1))  # left out of the steady rate
     meter = ThroughputMeter(
         start=run.start, end=run.end, samples_per_step=run.cfg.batch_size * run.world, warmup=warmup
