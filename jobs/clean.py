@@ -34,7 +34,6 @@ def clean(
     reports: Annotated[str | None, _flag("reports")] = None,
     dry_run: Annotated[bool | None, _flag("dry_run", "--dry-run/--no-dry-run")] = None,
     incremental: Annotated[bool | None, _flag("incremental", "--incremental/--full")] = None,
-    follow_symlinks: Annotated[bool | None, _flag("follow_symlinks", "--follow-symlinks/--no-follow-symlinks")] = None,
     weights: Annotated[str | None, _restore_flag("weights")] = None,
     workers: Annotated[int | None, _restore_flag("workers")] = None,
     gpus_per_worker: Annotated[float | None, _restore_flag("gpus_per_worker")] = None,
@@ -47,7 +46,7 @@ def clean(
 ) -> None:
     """Scan SRC, estimate every JPEG's quality from its header, restore those below --threshold into DST, report.
 
-    Report in REPORTS/clean-RUN/: scan.parquet (a row per file), summary.json and summary.md (QF histogram).
+    Report in REPORTS/clean-RUN/: scan/ (a Parquet file of rows per shard), summary.json and summary.md (QF histogram).
 
     Re-runs restore only what is new: finished outputs are skipped, unchanged files are not read again.
 

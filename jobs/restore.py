@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
+import pyarrow.compute as pc
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -39,18 +40,20 @@ def restore(
     min_qf: Annotated[int | None, _flag("min_qf")] = None,
     max_qf: Annotated[int | None, _flag("max_qf")] = None,
     overwrite: Annotated[bool | None, _flag("overwrite", "--overwrite/--no-overwrite")] = None,
+    dry_run: Annotated[bool | None, _flag("dry_run", "--dry-run/--no-dry-run")] = None,
+    max_workers: Annotated[int | None, _flag("max_workers")] = None,
+    shard_depth: Annotated[int | None, _flag("shard_depth")] = None,
     list_file: Annotated[str | None, _flag("list_file")] = None,
     max_pixels: Annotated[int | None, _flag("max_pixels")] = None,
-    follow_symlinks: Annotated[bool | None, _flag("follow_symlinks", "--follow-symlinks/--no-follow-symlinks")] = None,
     s3_endpoint: S3Endpoint = None,
     config: ConfigFile = None,
     address: RayAddress = None,
 ) -> None:
     """Remove JPEG artifacts from every image under SRC, writing to the same names under DST.
 
-    Resumable: inputs whose output exists are skipped without being read.
+    Resumable: inputs done before and unchanged since are skipped without being read; changed ones are redone.
 
-    A Parquet manifest (a row per input and run: status, error, estimated QF, size, time) is kept in DST/_manifest/.
+    The state (a Parquet row per input: status, error, QF, size, mtime) is kept per shard in DST/_manifest/.
 
     Bad inputs never stop the run; the exit status is 1 when any input failed.
     """
@@ -63,6 +66,8 @@ def restore(
     record = RunRecord(run_id="", src=cfg.src, dst=cfg.dst)
     summary = _run_with_progress(cfg, record)
     _print_summary(summary)
+    if summary.total and cfg.dry_run:
+        return
     if summary.total:
         record.run_id = summary.run_id
         Console().print(f"report: {write_report(record, resolve(cfg.src, cfg.s3), resolve(cfg.dst, cfg.s3))}")
@@ -88,13 +93,14 @@ def _run_with_progress(cfg: RestoreConfig, record: RunRecord):
         task = progress.add_task("restore", total=None, counts="")
 
         def on_rows(rows) -> None:
-            for status in rows.column("status").to_pylist():
-                counts[status] = counts.get(status, 0) + 1
+            weights = rows.column("count").to_pylist()  # planning's tally rows stand for many inputs
+            for status, n in zip(rows.column("status").to_pylist(), weights, strict=True):
+                counts[status] = counts.get(status, 0) + n
             text = f"ok {counts['ok']}  skipped {counts['skipped']}  failed {counts['failed']}"
-            progress.update(task, advance=len(rows), counts=text)
-            record.add(rows)
+            progress.update(task, advance=sum(weights), counts=text)
+            record.add(rows.filter(pc.is_valid(rows["status"])))  # tallies of files that are no input have none
 
-        return run_restore(cfg, on_start=lambda n: progress.update(task, total=n), on_rows=on_rows)
+        return run_restore(cfg, on_rows=on_rows)
 
 
 def _print_summary(summary) -> None:
@@ -112,6 +118,10 @@ def _print_summary(summary) -> None:
     )
     out = Console()
     out.print(table)
+    decisions = Table("decision", "inputs", title="dry run: what a run would do" if summary.dry_run else "planned")
+    for decision, n in sorted(summary.decisions.items()):
+        decisions.add_row(decision, str(n))
+    out.print(decisions)
     out.print(f"manifest: {summary.manifest}")
     for path, error in summary.failures:
         out.print(f"[red]failed[/red] {path}: {error}", markup=True, highlight=False)

@@ -80,7 +80,7 @@ class Lease:
         return bucket, f"{prefix}/{LEASE_FILE}" if prefix else LEASE_FILE
 
     def _client(self):
-        return self.s3.client()
+        return self.s3.client(self._bucket_key()[0])
 
     @staticmethod
     def _precondition_failed(error: Exception) -> bool:

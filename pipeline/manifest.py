@@ -1,61 +1,111 @@
-"""The restore manifest: one Parquet row per input and run, stored under ``DST/_manifest/``.
+"""Restore state: one current row per input, kept per shard of the key space under ``DST/_manifest/state/``.
 
 Layout (all writes atomic, see :func:`pipeline.storage.write_bytes_atomic`)::
 
-    DST/_manifest/runs/<run_id>/part-<uuid>.parquet   written while a run goes, one per finished batch
-    DST/_manifest/<run_id>.parquet                    the same rows compacted into one file when a run ends
+    DST/_manifest/state/<shard id>/current.parquet            the shard's compacted state, one row per input
+    DST/_manifest/state/<shard id>/part-<run>-<uuid>.parquet  rows a run added since (a block of rows each)
+    DST/_manifest/runs/<run>.json                             the bounded summary of each run (history; never read
+                                                              by planning)
 
-A batch's part is written right after its outputs, so a run killed at any moment keeps the rows of every batch it
-finished. The driver also receives every row and writes the run's single file itself at the end (no re-reading of
-parts); the next run compacts leftover parts of killed runs. A run id starts with its UTC start time, so
-sorting run ids sorts runs. Every run writes a row for *every* input it listed (restored, skipped or failed), so the
-latest run's rows describe the whole archive; :func:`latest_rows` gives the most recent row per input across runs.
+A shard's state is ``current.parquet`` overlaid with its parts in name order (a run id starts with its UTC start
+time, so later parts win). A run writes a part per shard for each block of finished rows, right after their outputs,
+so a run killed at any moment loses only the rows of the blocks in flight (whose outputs, if written, are adopted by
+the next run: see :mod:`pipeline.restore.plan`). Compaction rewrites ``current.parquet`` and then deletes the parts
+it merged: a crash in between leaves rows that the overlay counts once. Each row carries the size and modification
+time the input had when it was read, so an input rewritten since is noticed and done again.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import logging
-import os
 import posixpath
-import tempfile
 import uuid
-from pathlib import Path
+from enum import Enum
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from pipeline.storage import Location, delete_tree, list_entries, read_bytes, write_bytes_atomic
+from pipeline.storage import Location, parquet_bytes, read_bytes, write_bytes_atomic
 
 __all__ = [
     "MANIFEST_DIR",
     "SCHEMA",
-    "RunWriter",
-    "compact",
-    "latest_rows",
+    "STATE_DIR",
+    "Decision",
+    "RowStatus",
+    "compact_shard",
     "new_run_id",
-    "read_manifest",
-    "write_part",
+    "read_shard_state",
+    "read_state",
+    "replace_shard_state",
+    "shard_id",
+    "write_shard_part",
 ]
 
 log = logging.getLogger(__name__)
 
 MANIFEST_DIR = "_manifest"
+STATE_DIR = f"{MANIFEST_DIR}/state"
+CURRENT = "current.parquet"
+
+
+class RowStatus(str, Enum):
+    """Where an input stands. ``pending`` exists only inside a run (planned, not finished)."""
+
+    pending = "pending"
+    ok = "ok"
+    skipped = "skipped"
+    failed = "failed"
+
+
+class Decision(str, Enum):
+    """Why planning did (or did not) send an input on: the counts of ``--dry-run`` and of every run's summary."""
+
+    new = "new"  # no state, no output: to restore
+    changed = "changed"  # size or mtime differ from when its output was made: to restore
+    output_missing = "output_missing"  # restored before, output gone since: to restore
+    retry = "retry"  # failed before: to restore
+    overwrite = "overwrite"  # --overwrite: to restore
+    qf_again = "qf_again"  # skipped for its QF before, inside the range now: to restore
+    done = "done"  # restored, unchanged, output present: nothing to do
+    adopted = "adopted"  # output newer than the input but no state row (a killed run's last blocks): recorded
+    qf_range = "qf_range"  # skipped for its QF before and still outside the range: nothing to do, not read
+    empty = "empty"  # zero bytes: failed without reading
+    unsafe_key = "unsafe_key"  # a key that could leave SRC or DST: failed
+    name_clash = "name_clash"  # two inputs with one output name: the later failed
+    not_image = "not_image"  # a file without an image extension: not an input
+    not_found = "not_found"  # named by the list file, absent from SRC: failed
+    bad_entry = "bad_entry"  # a link not followed, dangling or looping (local SRC): failed
+
+    @property
+    def to_restore(self) -> bool:
+        return self in _TO_RESTORE
+
+
+_TO_RESTORE = {Decision.new, Decision.changed, Decision.output_missing, Decision.retry, Decision.overwrite}
+_TO_RESTORE.add(Decision.qf_again)
 
 SCHEMA = pa.schema(
     [
+        pa.field("key", pa.string(), nullable=False),  # path of the input relative to SRC
         pa.field("input", pa.string(), nullable=False),  # URI of the input
-        pa.field("output", pa.string()),  # URI of the output (where it is or would be)
-        pa.field("status", pa.string(), nullable=False),  # ok | skipped | failed
+        pa.field("output", pa.string()),  # URI of the output (restored rows only)
+        pa.field("size", pa.int64()),  # bytes of the input when it was planned
+        pa.field("mtime_ns", pa.int64()),  # modification time of the input then (S3: LastModified)
+        pa.field("status", pa.string(), nullable=False),  # RowStatus
+        pa.field("decision", pa.string()),  # Decision that sent it on
         pa.field("error", pa.string()),  # failed: what went wrong
         pa.field("reason", pa.string()),  # skipped: why
         pa.field("qf", pa.int16()),  # JPEG quality estimated from the quantization tables (null: not a JPEG)
         pa.field("width", pa.int32()),  # upright size of the image
         pa.field("height", pa.int32()),
         pa.field("mode", pa.string()),  # mode of the output image: L, LA, RGB, RGBA
-        pa.field("milliseconds", pa.float32()),  # time spent on this input in this run (read to write)
-        pa.field("run_id", pa.string(), nullable=False),
+        pa.field("milliseconds", pa.float32()),  # time spent on this input in its run (read to write)
+        pa.field("run_id", pa.string(), nullable=False),  # the run that wrote the row
     ]
 )
 
@@ -64,127 +114,71 @@ def new_run_id() -> str:
     return dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ") + "-" + uuid.uuid4().hex[:6]
 
 
-def _to_bytes(table: pa.Table) -> bytes:
-    sink = pa.BufferOutputStream()
-    pq.write_table(table, sink, compression="zstd")
-    return sink.getvalue().to_pybytes()
+def shard_id(prefix: str, recursive: bool) -> str:
+    """A fixed-length folder name for a shard (prefixes can be long or hold any character)."""
+    return hashlib.sha1(f"{prefix}\0{int(recursive)}".encode()).hexdigest()[:20]
 
 
-def write_part(dst: Location, run_id: str, table: pa.Table) -> str:
-    """Store manifest rows of one batch; returns the path written."""
-    path = dst.path(f"{MANIFEST_DIR}/runs/{run_id}/part-{uuid.uuid4().hex}.parquet")
-    write_bytes_atomic(dst.fs, path, _to_bytes(table.select(SCHEMA.names).cast(SCHEMA)))
-    return path
-
-
-def _files(dst: Location) -> tuple[dict[str, str], dict[str, list[str]]]:
-    """(compacted file per run id, part files per run id), relative to the destination root."""
-    compacted: dict[str, str] = {}
-    parts: dict[str, list[str]] = {}
-    for relative, _ in list_entries(dst.child(MANIFEST_DIR)):
-        pieces = relative.split("/")
-        if len(pieces) == 1 and relative.endswith(".parquet"):
-            compacted[relative[: -len(".parquet")]] = f"{MANIFEST_DIR}/{relative}"
-        elif len(pieces) == 3 and pieces[0] == "runs" and relative.endswith(".parquet"):
-            parts.setdefault(pieces[1], []).append(f"{MANIFEST_DIR}/{relative}")
-    return compacted, parts
+def _shard_files(dst: Location, shard: str) -> list[str]:
+    """Names of the shard's state files, ``current.parquet`` first, then the parts in the order they overlay it."""
+    selector = pafs.FileSelector(dst.path(f"{STATE_DIR}/{shard}"), allow_not_found=True)
+    names = [posixpath.basename(i.path) for i in dst.fs.get_file_info(selector) if i.type == pafs.FileType.File]
+    parts = sorted(n for n in names if n.startswith("part-") and n.endswith(".parquet"))
+    return ([CURRENT] if CURRENT in names else []) + parts
 
 
 def _read(dst: Location, relative: str) -> pa.Table | None:
     try:
-        return pq.read_table(pa.BufferReader(read_bytes(dst.fs, dst.path(relative)))).cast(SCHEMA)
-    except (OSError, pa.ArrowException) as e:
-        log.warning("ignoring unreadable manifest file %s: %s", relative, e)
+        return pq.read_table(pa.BufferReader(read_bytes(dst.fs, dst.path(relative)))).select(SCHEMA.names).cast(SCHEMA)
+    except (OSError, KeyError, pa.ArrowException) as e:
+        log.warning("ignoring unreadable state file %s: %s", relative, e)
         return None
 
 
-def read_manifest(dst: Location) -> pa.Table:
-    """Every manifest row of every run under ``dst`` (compacted files and leftover parts), sorted by run id."""
-    compacted, parts = _files(dst)
-    tables = []
-    for run_id in sorted(set(compacted) | set(parts)):
-        files = [compacted[run_id]] if run_id in compacted else parts[run_id]
-        tables += [t for t in (_read(dst, f) for f in files) if t is not None]
+def _latest(tables: list[pa.Table]) -> pa.Table:
+    """One row per key: the last one in the order of ``tables`` (and of rows within them)."""
+    if not tables:
+        return SCHEMA.empty_table()
+    table = pa.concat_tables(tables)
+    order = pa.array(np.arange(len(table)))
+    last = pa.table({"key": table["key"], "i": order}).group_by("key", use_threads=False).aggregate([("i", "max")])
+    return table.take(np.sort(last["i_max"].to_numpy()))
+
+
+def read_shard_state(dst: Location, shard: str) -> tuple[pa.Table, list[str]]:
+    """(the shard's current rows, one per key; the names of the files they came from)."""
+    files = _shard_files(dst, shard)
+    tables = [t for t in (_read(dst, f"{STATE_DIR}/{shard}/{name}") for name in files) if t is not None]
+    return _latest(tables), files
+
+
+def write_shard_part(dst: Location, shard: str, run_id: str, rows: pa.Table) -> None:
+    """Add a block of finished rows to a shard's state."""
+    name = f"part-{run_id}-{uuid.uuid4().hex[:12]}.parquet"
+    write_bytes_atomic(dst.fs, dst.path(f"{STATE_DIR}/{shard}/{name}"), parquet_bytes(rows.select(SCHEMA.names)))
+
+
+def replace_shard_state(dst: Location, shard: str, state: pa.Table, files: list[str]) -> None:
+    """Make ``state`` the shard's ``current.parquet``, then delete the parts among ``files`` (merged into it)."""
+    write_bytes_atomic(dst.fs, dst.path(f"{STATE_DIR}/{shard}/{CURRENT}"), parquet_bytes(state.sort_by("key")))
+    for name in files:
+        if name != CURRENT:
+            dst.fs.delete_file(dst.path(f"{STATE_DIR}/{shard}/{name}"))
+
+
+def compact_shard(dst: Location, shard: str) -> int:
+    """Fold a shard's parts into its ``current.parquet``; returns the rows it holds."""
+    state, files = read_shard_state(dst, shard)
+    if any(name != CURRENT for name in files):
+        replace_shard_state(dst, shard, state, files)
+    return len(state)
+
+
+def read_state(dst: Location) -> pa.Table:
+    """Every shard's current rows (for tests, reports and users' own analysis; planning reads one shard at a time)."""
+    selector = pafs.FileSelector(dst.path(STATE_DIR), allow_not_found=True)
+    shards = sorted(
+        posixpath.basename(i.path) for i in dst.fs.get_file_info(selector) if i.type == pafs.FileType.Directory
+    )
+    tables = [read_shard_state(dst, shard)[0] for shard in shards]
     return pa.concat_tables(tables) if tables else SCHEMA.empty_table()
-
-
-def latest_rows(table: pa.Table, columns: tuple[str, ...] = ("status", "qf", "width", "height", "mode")) -> dict:
-    """The most recent row per input (by run id; within a run, the last one written), as input -> {column: value}.
-
-    Deduplicated in Arrow first, so an archive with many runs costs one Python dict per input, not per row.
-    """
-    if not len(table):
-        return {}
-    ordered = table.select(["input", "run_id", *columns]).sort_by([("run_id", "ascending")])
-    last = ordered.group_by("input", use_threads=False).aggregate([(c, "last") for c in columns])
-    values = [last.column(f"{c}_last").to_pylist() for c in columns]
-    inputs = last.column("input").to_pylist()
-    return {key: {c: v[i] for c, v in zip(columns, values, strict=True)} for i, key in enumerate(inputs)}
-
-
-class RunWriter:
-    """Collects a run's rows as they stream in and stores them as ``_manifest/<run_id>.parquet`` at the end.
-
-    Rows go to a local temporary Parquet file (bounded memory for millions of rows), which is uploaded atomically by
-    :meth:`close`; the run's parts folder is deleted afterwards. Parts written by killed runs are left to
-    :func:`compact`.
-    """
-
-    def __init__(self, dst: Location, run_id: str) -> None:
-        self.dst, self.run_id, self.rows = dst, run_id, 0
-        self._file = tempfile.NamedTemporaryFile(suffix=".parquet", delete=False)  # noqa: SIM115 - closed in close()
-        self._writer = pq.ParquetWriter(self._file.name, SCHEMA, compression="zstd")
-
-    def add(self, rows: pa.Table) -> None:
-        if len(rows):
-            self._writer.write_table(rows.select(SCHEMA.names).cast(SCHEMA))
-            self.rows += len(rows)
-
-    def close(self) -> str | None:
-        """Store the run's file (if it has rows) and drop its parts; returns the file's path on the destination."""
-        self._writer.close()
-        self._file.close()
-        try:
-            path = None
-            if self.rows:
-                path = self.dst.path(f"{MANIFEST_DIR}/{self.run_id}.parquet")
-                write_bytes_atomic(self.dst.fs, path, Path(self._file.name).read_bytes())
-            delete_tree(self.dst.fs, self.dst.path(posixpath.join(MANIFEST_DIR, "runs", self.run_id)))
-            _remove_empty_runs_folder(self.dst)
-            return path
-        finally:
-            os.unlink(self._file.name)
-
-    def abort(self) -> None:
-        """A run that failed: keep its parts (some rows may never have reached the driver) for :func:`compact`."""
-        self._writer.close()
-        self._file.close()
-        os.unlink(self._file.name)
-
-
-def compact(dst: Location) -> list[str]:
-    """Merge the parts of every run (this one and any killed earlier) into one file per run; returns the run ids.
-
-    The merged file is written before the parts are deleted, and readers prefer it, so a crash in between loses
-    nothing and double-counts nothing.
-    """
-    compacted, parts = _files(dst)
-    done = []
-    for run_id, files in sorted(parts.items()):
-        if run_id not in compacted:
-            tables = [t for t in (_read(dst, f) for f in files) if t is not None]
-            if not tables:
-                continue
-            merged = pa.concat_tables(tables)
-            write_bytes_atomic(dst.fs, dst.path(f"{MANIFEST_DIR}/{run_id}.parquet"), _to_bytes(merged))
-        delete_tree(dst.fs, dst.path(posixpath.join(MANIFEST_DIR, "runs", run_id)))
-        done.append(run_id)
-    _remove_empty_runs_folder(dst)
-    return done
-
-
-def _remove_empty_runs_folder(dst: Location) -> None:
-    """An empty ``runs/`` folder on a local disk (S3 has no empty prefixes) is clutter; drop it."""
-    runs = dst.path(f"{MANIFEST_DIR}/runs")
-    if not dst.fs.get_file_info(pafs.FileSelector(runs, allow_not_found=True)):
-        delete_tree(dst.fs, runs)

@@ -18,7 +18,9 @@ from pathlib import Path
 from typing import Annotated
 from urllib.parse import urlparse
 
+import pyarrow as pa
 import pyarrow.fs as pafs
+import pyarrow.parquet as pq
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from pipeline.keys import check_key, contain
@@ -32,10 +34,13 @@ __all__ = [
     "Location",
     "S3Settings",
     "delete_tree",
+    "inside",
     "is_s3",
     "iter_listing",
     "list_entries",
     "list_files",
+    "location",
+    "parquet_bytes",
     "read_bytes",
     "redact",
     "resolve",
@@ -65,13 +70,22 @@ class S3Settings(BaseModel):
     endpoint_url: str | None = Field(
         None, description="S3-compatible endpoint, e.g. http://127.0.0.1:8333 (default: AWS_ENDPOINT_URL or AWS)."
     )
-    region: str | None = Field(None, description="Region (default: AWS_REGION / AWS_DEFAULT_REGION or us-east-1).")
+    region: str | None = Field(
+        None,
+        description="Region (default: AWS_REGION / AWS_DEFAULT_REGION; else, on AWS, the bucket's own region, asked "
+        "of S3 once; a custom endpoint without one gets pyarrow's default).",
+    )
 
     def resolved_endpoint(self) -> str | None:
         return self.endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
 
-    def resolved_region(self) -> str:
-        return self.region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+    def resolved_region(self, bucket: str | None = None) -> str | None:
+        """The configured region; with none and no custom endpoint, the bucket's (pyarrow does not follow S3's
+        region redirect, so guessing us-east-1 breaks every bucket elsewhere)."""
+        region = self.region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+        if region or self.resolved_endpoint() or not bucket:
+            return region
+        return _bucket_region(bucket)
 
     max_attempts: int = Field(
         5,
@@ -90,28 +104,29 @@ class S3Settings(BaseModel):
         "this size, aborted on failure (a killed run's are left for the bucket's AbortIncompleteMultipartUpload rule).",
     )
 
-    def _credentials(self) -> tuple[str | None, ...]:
+    def _credentials(self, bucket: str | None) -> tuple[str | None, ...]:
         names = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
-        return (self.resolved_endpoint(), self.resolved_region(), *(os.environ.get(n) for n in names))
+        return (self.resolved_endpoint(), self.resolved_region(bucket), *(os.environ.get(n) for n in names))
 
-    def filesystem(self) -> pafs.S3FileSystem:
-        """pyarrow's S3 filesystem for reads and listings (one per settings and credentials, shared)."""
-        return _filesystem(self, self._credentials())
+    def filesystem(self, bucket: str | None = None) -> pafs.S3FileSystem:
+        """pyarrow's S3 filesystem for reads and listings (one per settings, region and credentials, shared)."""
+        return _filesystem(self, self._credentials(bucket))
 
-    def client(self):
-        """A boto3 S3 client for writes (one per settings and credentials, shared; boto3 clients are thread-safe)."""
-        return _client(self, self._credentials())
+    def client(self, bucket: str | None = None):
+        """A boto3 S3 client for writes (one per settings, region and credentials, shared; thread-safe)."""
+        return _client(self, self._credentials(bucket))
 
 
 @lru_cache(maxsize=16)
 def _filesystem(settings: S3Settings, credentials: tuple[str | None, ...]) -> pafs.S3FileSystem:
     endpoint, region, key, secret, token = credentials
     kwargs: dict[str, object] = {
-        "region": region,
         "connect_timeout": settings.connect_timeout,
         "request_timeout": settings.read_timeout,
         "retry_strategy": pafs.AwsStandardS3RetryStrategy(max_attempts=settings.max_attempts),
     }
+    if region:
+        kwargs["region"] = region
     if endpoint:
         parsed = urlparse(endpoint if "://" in endpoint else f"https://{endpoint}")
         kwargs.update(endpoint_override=parsed.netloc, scheme=parsed.scheme)
@@ -140,6 +155,15 @@ def _client(settings: S3Settings, credentials: tuple[str | None, ...]):
         read_timeout=settings.read_timeout,
     )
     return session.client("s3", endpoint_url=endpoint, region_name=region, config=config)
+
+
+@lru_cache(maxsize=64)
+def _bucket_region(bucket: str) -> str | None:
+    try:
+        return pafs.resolve_s3_region(bucket)
+    except OSError as e:  # offline, or no such bucket: the requests that follow will say so
+        log.warning("cannot find the region of bucket %s (%s); set AWS_REGION or s3.region", bucket, redact(str(e)))
+        return None
 
 
 def is_s3(uri: str) -> bool:
@@ -178,11 +202,27 @@ def resolve(uri: str, s3: S3Settings | None = None) -> Location:
         root = uri[len("s3://") :].strip("/")
         if not root:
             raise ValueError(f"{uri!r} names no bucket")
-        return Location(uri=uri, fs=(s3 or S3Settings()).filesystem(), root=root)
+        return Location(uri=uri, fs=(s3 or S3Settings()).filesystem(root.split("/", 1)[0]), root=root)
     if "://" in uri:
         raise ValueError(f"unsupported location {uri!r}: use a local path or s3://bucket/prefix")
     path = Path(uri).expanduser().resolve()
     return Location(uri=str(path), fs=pafs.LocalFileSystem(), root=path.as_posix())
+
+
+@lru_cache(maxsize=16)
+def location(uri: str, s3: S3Settings) -> Location:
+    """:func:`resolve`, once per process and location: workers call it per batch, and an S3 filesystem is costly."""
+    return resolve(uri, s3)
+
+
+def _normalised(uri: str) -> str:
+    return uri.rstrip("/") if is_s3(uri) else Path(uri).expanduser().resolve().as_posix()
+
+
+def inside(child: str, parent: str) -> bool:
+    """Whether location ``child`` is ``parent`` or lies below it (no filesystem access)."""
+    c, p = _normalised(child), _normalised(parent)
+    return c == p or c.startswith(p.rstrip("/") + "/")
 
 
 def resolve_file(uri: str, s3: S3Settings | None = None) -> tuple[Location, str]:
@@ -318,6 +358,13 @@ def redact(text: str) -> str:
     return text
 
 
+def parquet_bytes(table: pa.Table) -> bytes:
+    """``table`` as the bytes of one zstd-compressed Parquet file (written whole with :func:`write_bytes_atomic`)."""
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, compression="zstd")
+    return sink.getvalue().to_pybytes()
+
+
 def read_bytes(fs: pafs.FileSystem, path: str) -> bytes:
     with fs.open_input_stream(path) as f:
         return f.read()
@@ -345,7 +392,7 @@ def write_bytes_atomic(fs: pafs.FileSystem, path: str, data: bytes) -> None:
             f.write(data)
         return
     bucket, _, key = path.partition("/")
-    client = settings.client()
+    client = settings.client(bucket)
     if len(data) <= settings.multipart_threshold:
         client.put_object(Bucket=bucket, Key=key, Body=data)
         return

@@ -74,3 +74,10 @@ def test_security_defaults(config):
     assert not re.search(r"(?i)aws_secret_access_key|aws_access_key_id|AKIA[A-Z0-9]{16}", text)
     for t in config["available_node_types"].values():
         assert "Name" in t["node_config"]["IamInstanceProfile"]  # S3 access from instance roles, not keys
+
+
+def test_every_node_knows_its_region(config):
+    """S3 clients on the nodes get the provider's region (no us-east-1 guess that refuses buckets elsewhere)."""
+    region = config["provider"]["region"]
+    for key in ("head_start_ray_commands", "worker_start_ray_commands"):
+        assert f"export AWS_REGION={region} " in " ".join(config[key])

@@ -214,7 +214,7 @@ def test_uploaded_package_holds_the_project_and_nothing_heavy(tmp_path):
     excludes = ray_constants.get_runtime_env_default_excludes() + env["excludes"]
     create_package(env["working_dir"], target, include_gitignore=True, excludes=excludes)
     names = zipfile.ZipFile(target).namelist()
-    assert {"jobs/cli.py", "dagn/__init__.py", "pipeline/restore.py", "pyproject.toml"} <= set(names)
+    assert {"jobs/cli.py", "dagn/__init__.py", "pipeline/restore/run.py", "pyproject.toml"} <= set(names)
     top = {n.split("/", 1)[0] for n in names}
     assert not top & {".venv", ".git", "runs", "out", "data", "build"}
     assert not any("__pycache__" in n or n.endswith(".pyc") for n in names)

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from jobs.cli import app
 from jobs.local_ray import LocalRayHead
-from pipeline.manifest import read_manifest
+from pipeline.manifest import read_state
 from pipeline.storage import resolve
 
 pytestmark = pytest.mark.slow
@@ -111,7 +111,7 @@ def test_submit_restore_job(ray_head, with_token, s3_server, s3_bucket, tmp_path
         image = Image.open(io.BytesIO(s3.get_object(Bucket=s3_bucket, Key=f"out/{key}")["Body"].read()))
         assert image.size == (56, 40)
     assert any(k.startswith("out/_manifest/") and k.endswith(".parquet") for k in listed)
-    rows = read_manifest(resolve(f"s3://{s3_bucket}/out")).to_pylist()  # the restore's own manifest reader
+    rows = read_state(resolve(f"s3://{s3_bucket}/out")).to_pylist()  # the restore's own state reader
     assert sorted(r["input"] for r in rows) == sorted(f"s3://{s3_bucket}/in/{k}" for k in keys)
     assert {r["status"] for r in rows} == {"ok"}
 

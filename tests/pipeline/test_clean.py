@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 from jobs.cli import app
 from pipeline.clean import histogram, probe
+from pipeline.manifest import read_state
 from pipeline.storage import resolve
 
 
@@ -116,13 +117,22 @@ def test_clean_on_s3_then_incremental(ray_local, s3_server, s3_bucket, tmp_path)
     assert summary["scan"] == {**summary["scan"], "read": 6, "reused": 0}
     markdown = _get(s3, s3_bucket, f"clean/{report}/summary.md").decode()
     assert "| 11-20 | 2 |" in markdown
-    rows = {r["key"]: r for r in _parquet(s3, s3_bucket, f"clean/{report}/scan.parquet")}
+    # The report is written per shard (here the top level and 2024/), as are the restore lists.
+    shard_reports = sorted(k for k in outputs if k.startswith(f"{report}/scan/"))
+    assert len(shard_reports) == 2
+    rows = {r["key"]: r for key in shard_reports for r in _parquet(s3, s3_bucket, f"clean/{key}")}
     assert set(rows) == set(archive) - {"notes.txt"}
-    assert rows["2024/q15.jpg"] | {"qf": 15, "action": "restore", "restore_status": "ok"} == rows["2024/q15.jpg"]
-    assert rows["2024/q15.jpg"]["output"] == f"{dst}/2024/q15.jpg"
-    assert (rows["2024/q90.jpg"]["action"], rows["2024/q90.jpg"]["restore_status"]) == ("keep", None)
+    assert (
+        rows["2024/q15.jpg"] | {"qf": 15, "action": "restore", "input": f"{src}/2024/q15.jpg"} == rows["2024/q15.jpg"]
+    )
+    assert rows["2024/q90.jpg"]["action"] == "keep"
     assert (rows["fake.jpg"]["kind"], rows["fake.jpg"]["action"]) == ("not-jpeg", "ignore")
-    assert _get(s3, s3_bucket, f"clean/{report}/restore-list.txt").decode().split() == sorted(restored)
+    lists = [k for k in outputs if k.startswith(f"{report}/restore-list/")]
+    assert sorted(line for k in lists for line in _get(s3, s3_bucket, f"clean/{k}").decode().split()) == sorted(
+        restored
+    )
+    state = {r["key"]: r for r in read_state(resolve(dst)).to_pylist()}  # what the restore did, per file
+    assert {k for k, r in state.items() if r["status"] == "ok"} == restored
 
     # Nightly re-run after one new upload: the old files are not read again, only the new one is restored.
     s3.put_object(Bucket=s3_bucket, Key="archive/2025/new-q25.jpg", Body=_jpeg(5, 25))
@@ -145,12 +155,12 @@ def test_scan_only_run(ray_local, s3_server, s3_bucket, tmp_path):
         app, ["clean", f"s3://{s3_bucket}/in", "--reports", str(tmp_path / "reports")], catch_exceptions=False
     )
     assert result.exit_code == 0, result.output
-    (folder,) = (tmp_path / "reports").iterdir()
+    (folder,) = (tmp_path / "reports").glob("clean-*")
     summary = json.loads((folder / "summary.json").read_text())
     assert summary["dry_run"] is True
     assert summary["restore"] is None
     assert summary["counts"]["below_threshold"] == 1
-    assert (folder / "restore-list.txt").read_text().split() == ["a.jpg"]
+    assert [p.read_text().split() for p in (folder / "restore-list").iterdir()] == [["a.jpg"]]
     assert _keys(s3, s3_bucket, "in/") == {"a.jpg", "b.jpg"}  # nothing written next to the source
 
 
@@ -160,7 +170,7 @@ def _keys(s3, bucket: str, prefix: str) -> set[str]:
 
 
 def _latest_report(s3, bucket: str, outputs: set[str]) -> str:
-    return sorted({k.rsplit("/", 1)[0] for k in outputs if k.startswith("_reports/clean-")})[-1]
+    return sorted({"/".join(k.split("/")[:2]) for k in outputs if k.startswith("_reports/clean-")})[-1]
 
 
 def _get(s3, bucket: str, key: str) -> bytes:

@@ -17,9 +17,9 @@ from dagn import build_model
 from dagn.checkpoint import save_model
 from pipeline.codec import OutputFormat
 from pipeline.keys import UnsafeKeyError, check_key, contain, key_paths
-from pipeline.manifest import read_manifest
+from pipeline.manifest import read_state
 from pipeline.restore import RestoreConfig, run_restore
-from pipeline.storage import resolve
+from pipeline.storage import S3Settings, resolve
 
 BAD_KEYS = ["../outside/secret.jpg", "a/../../../x.jpg", "archive//etc/x.jpg", "/etc/x.jpg", "./a.jpg", "a/./b.jpg",
             "a/b/", "", "a\\..\\b.jpg", "a\x00.jpg", "..", "a/.."]  # fmt: skip
@@ -38,7 +38,7 @@ def test_unsafe_keys_are_refused_by_name(key, tmp_path):
 
 
 def test_safe_keys_map_below_both_roots(tmp_path):
-    src, dst = resolve(str(tmp_path / "src")), resolve("s3://bucket/out")
+    src, dst = resolve(str(tmp_path / "src")), resolve("s3://bucket/out", S3Settings(region="us-east-1"))  # no lookup
     paths = key_paths("a b/..c/x..y.JPG", src, dst, OutputFormat.png)
     assert paths.source == f"{tmp_path}/src/a b/..c/x..y.JPG"
     assert (paths.out_key, paths.output) == ("a b/..c/x..y.png", "bucket/out/a b/..c/x..y.png")
@@ -81,7 +81,7 @@ def test_list_file_cannot_read_or_write_outside(ray_local, tmp_path, weights):
         "work/dst/a/good.jpg",
         "work/src/a/good.jpg",
     ]
-    rows = {r["input"]: r for r in read_manifest(resolve(str(dst))).to_pylist()}
+    rows = {r["input"]: r for r in read_state(resolve(str(dst))).to_pylist()}
     for key in ("../outside/secret.jpg", "a/../../../x.jpg", "/etc/hostname"):
         row = rows[f"{src}/{key}"]
         assert row["status"] == "failed" and repr(key) in row["error"] and row["output"] is None
@@ -119,7 +119,7 @@ def test_s3_keys_with_dot_dot_and_empty_segments_stay_out_of_a_local_dst(ray_loc
     assert (summary.ok, summary.failed) == (1, len(bad))
     assert [p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*.jpg")] == ["deep/dst/ok.jpg"]
     assert not (tmp_path.parent / "etc").exists()
-    failed = {r["input"]: r["error"] for r in read_manifest(resolve(str(dst))).to_pylist() if r["status"] == "failed"}
+    failed = {r["input"]: r["error"] for r in read_state(resolve(str(dst))).to_pylist() if r["status"] == "failed"}
     assert sorted(failed) == sorted(f"s3://{s3_bucket}/archive/{k}" for k in bad)
     assert all(e.startswith("refused key") for e in failed.values())
 

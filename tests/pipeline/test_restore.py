@@ -8,6 +8,7 @@ against the input pixel for pixel, while every stage of the real pipeline runs.
 from __future__ import annotations
 
 import io
+import os
 
 import boto3
 import numpy as np
@@ -18,8 +19,8 @@ from PIL import Image, ImageCms, ImageOps
 
 import dagn
 from dagn.checkpoint import save_model
-from pipeline.manifest import MANIFEST_DIR, read_manifest
-from pipeline.restore import RestoreConfig, actor_resources, plan_restore, run_restore
+from pipeline.manifest import MANIFEST_DIR, read_state
+from pipeline.restore import RestoreConfig, actor_resources, run_restore
 from pipeline.storage import resolve
 
 pytestmark = pytest.mark.slow
@@ -137,14 +138,14 @@ def test_mixed_prefix_on_s3(ray_local, s3_bucket, identity_weights):
     alpha_in = np.asarray(Image.open(io.BytesIO(files["alpha.png"])).getchannel("A"))
     np.testing.assert_array_equal(np.asarray(_get(s3_bucket, "out/alpha.png").getchannel("A")), alpha_in)
 
-    # One manifest row per input: ok rows carry QF, size, time; every bad input has its error.
-    manifest = read_manifest(resolve(cfg.dst)).to_pylist()
-    rows = {r["input"].split("/in/", 1)[1]: r for r in manifest}
-    assert len(manifest) == len(rows) == len(inputs)
+    # One state row per input: ok rows carry QF, size, time; every bad input has its error.
+    state = read_state(resolve(cfg.dst)).to_pylist()
+    rows = {r["key"]: r for r in state}
+    assert len(state) == len(rows) == len(inputs)
     for key in good:
         r = rows[key]
         assert r["status"] == "ok" and r["error"] is None and r["output"] == f"s3://{s3_bucket}/out/{key}"
-        assert r["width"] > 0 and r["height"] > 0 and r["milliseconds"] > 0
+        assert r["width"] > 0 and r["height"] > 0 and r["milliseconds"] > 0 and r["size"] == len(files[key])
         assert (r["qf"] is None) == key.endswith(".png")
     assert rows["good/wide.JPG"]["qf"] == 10 and rows["gray.jpg"]["mode"] == "L"
     assert (rows["rotated.jpg"]["width"], rows["rotated.jpg"]["height"]) == (40, 60)
@@ -152,22 +153,27 @@ def test_mixed_prefix_on_s3(ray_local, s3_bucket, identity_weights):
         assert rows[key]["status"] == "failed" and message in rows[key]["error"], (key, rows[key]["error"])
         assert rows[key]["output"] is None
 
-    # The compacted manifest is plain Parquet that any reader opens.
-    manifest_files = [k for k in written if k.startswith(MANIFEST_DIR + "/") and not k.endswith("/")]  # no markers
-    assert len(manifest_files) == 1 and manifest_files[0].endswith(".parquet")
-    body = boto3.client("s3").get_object(Bucket=s3_bucket, Key=f"out/{manifest_files[0]}")["Body"].read()
-    assert pq.read_table(io.BytesIO(body)).num_rows == len(inputs)
+    # The state is plain Parquet that any reader opens, one folder per shard (the top level and 2 folders).
+    state_files = [k for k in written if k.startswith(MANIFEST_DIR + "/state/") and k.endswith(".parquet")]
+    assert len({k.split("/")[2] for k in state_files}) == 3
+    body = boto3.client("s3").get_object(Bucket=s3_bucket, Key=f"out/{state_files[0]}")["Body"].read()
+    assert pq.read_table(io.BytesIO(body)).num_rows > 0
 
-    # Re-run: the done inputs are skipped without being read (their bytes are now garbage, and nothing fails
-    # because of it), outputs are untouched, the bad ones fail again.
-    _upload(s3_bucket, "in", {key: b"garbage now" for key in good})
+    # Re-run, nothing changed: nothing is read or written but the failed ones, tried again.
     again = run_restore(cfg)
     assert (again.ok, again.skipped, again.failed) == (0, len(good), len(errors))
-    after = _keys(s3_bucket, "out")
-    assert {k: after[k] for k in good} == {k: written[k] for k in good}
-    latest = {r["input"]: r for r in read_manifest(resolve(cfg.dst)).to_pylist() if r["run_id"] == again.run_id}
-    skipped = [r for r in latest.values() if r["status"] == "skipped"]
-    assert len(skipped) == len(good) and all(r["reason"].startswith("done") and r["width"] for r in skipped)
+    assert again.decisions == {"done": len(good), "retry": len(errors) - 1, "empty": 1, "not_image": 1}
+    assert {k: v for k, v in _keys(s3_bucket, "out").items() if k in good} == {k: written[k] for k in good}
+
+    # Changed inputs are restored again (here: rewritten with bytes that no longer decode); the rest are not.
+    changed = ["gray.jpg", "good/small.jpg"]
+    _upload(s3_bucket, "in", {key: b"garbage now" for key in changed})
+    third = run_restore(cfg)
+    assert (third.ok, third.skipped, third.failed) == (0, len(good) - 2, len(errors) + 2)
+    assert third.decisions["changed"] == 2 and third.decisions["done"] == len(good) - 2
+    rows = {r["key"]: r for r in read_state(resolve(cfg.dst)).to_pylist()}
+    assert all(rows[k]["status"] == "failed" and rows[k]["run_id"] == third.run_id for k in changed)
+    assert all(rows[k]["run_id"] != third.run_id for k in good if k not in changed)
 
 
 def test_quality_range_and_overwrite(ray_local, tmp_path, identity_weights):
@@ -181,17 +187,24 @@ def test_quality_range_and_overwrite(ray_local, tmp_path, identity_weights):
     first = run_restore(RestoreConfig(**base, max_qf=35))
     assert (first.ok, first.skipped, first.failed) == (2, 3, 0)
     assert sorted(p.name for p in dst.iterdir() if p.name != MANIFEST_DIR) == ["q10.jpg", "q30.jpg"]
-    rows = {r["input"].rsplit("/", 1)[1]: r for r in read_manifest(resolve(str(dst))).to_pylist()}
+    rows = {r["key"]: r for r in read_state(resolve(str(dst))).to_pylist()}
     assert "above --max-qf 35" in rows["q60.jpg"]["reason"] and rows["q60.jpg"]["qf"] == 60
     assert "not a JPEG" in rows["lossless.png"]["reason"]
 
-    # Inputs skipped for their QF are remembered: while still outside the range they are not read again.
-    (src / "q90.jpg").write_bytes(b"\xff\xd8 would fail if it were read")
+    # Inputs skipped for their QF are remembered: while still outside the range they are not read again (q90 is
+    # made unreadable with its size and mtime kept, so only reading it would notice).
+    q90 = src / "q90.jpg"
+    stat = q90.stat()
+    q90.write_bytes(b"\xff\xd8 would fail if it were read".ljust(stat.st_size, b"\0"))
+    os.utime(q90, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    dry = run_restore(RestoreConfig(**base, max_qf=70, dry_run=True))
+    assert dry.decisions == {"qf_again": 1, "qf_range": 2, "done": 2}
     second = run_restore(RestoreConfig(**base, max_qf=70))
     assert (second.ok, second.skipped, second.failed) == (1, 4, 0)  # q60 now in range; q90 skipped unread
+    assert second.decisions == dry.decisions  # the dry run counted what the run then did
     assert (dst / "q60.jpg").exists() and not (dst / "q90.jpg").exists()
-    rows = {r["input"].rsplit("/", 1)[1]: r for r in read_manifest(resolve(str(dst))).to_pylist()}
-    assert rows["q90.jpg"]["run_id"] == second.run_id and rows["q90.jpg"]["qf"] == 90
+    rows = {r["key"]: r for r in read_state(resolve(str(dst))).to_pylist()}
+    assert rows["q90.jpg"]["run_id"] == first.run_id and rows["q90.jpg"]["qf"] == 90
 
     # --overwrite redoes what is done and reads everything again (q90's bytes now have no JPEG tables).
     forced = run_restore(RestoreConfig(**base, overwrite=True, max_qf=70))
@@ -207,20 +220,24 @@ def test_bad_configs_are_refused(tmp_path):
     assert RestoreConfig(src="a", dst="b", extensions="JPG, png").extensions == (".jpg", ".png")
     cfg = RestoreConfig(src=str(tmp_path), dst=str(tmp_path / "out"))
     with pytest.raises(ValueError, match="inside"):
-        plan_restore(cfg, resolve(cfg.src), resolve(cfg.dst), "run")
+        run_restore(cfg)
+    elsewhere = cfg.model_copy(update={"dst": str(tmp_path.parent / "out"), "weights": str(tmp_path / "missing.st")})
     with pytest.raises(FileNotFoundError, match="model file not found"):
-        run_restore(cfg.model_copy(update={"weights": str(tmp_path / "missing.safetensors")}))
+        run_restore(elsewhere)
 
 
-def test_actor_resources_never_overcommit_a_small_cluster():
-    def plan(cluster: dict, **kw) -> tuple:
-        p = actor_resources(RestoreConfig(src="a", dst="b", **kw), cluster)
-        return p.workers, p.cpus, p.gpus, p.threads
+def test_actor_resources_grow_with_the_cluster_and_never_overcommit_it():
+    def plan(cluster: dict, most: dict | None = None, **kw) -> tuple:
+        p = actor_resources(RestoreConfig(src="a", dst="b", **kw), cluster, most)
+        return p.min_workers, p.max_workers, p.cpus, p.gpus, p.threads
 
     two_cpus = {"CPU": 2.0}
-    assert plan(two_cpus) == (2, 0.75, 0.0, 1)  # one single-threaded actor per CPU, room for the I/O tasks
-    assert plan(two_cpus, workers=1) == (1, 1.0, 0.0, 2)
-    assert plan({"CPU": 64.0}) == (16, 1.0, 0.0, 4)
-    assert plan({"CPU": 64.0, "GPU": 8.0}, gpus_per_worker=1) == (8, 1.0, 1.0, 2)
-    assert plan({"CPU": 1.0}, gpus_per_worker=0.5) == (1, 1.0, 0.5, 2)  # no GPU yet: autoscaling adds them
-    assert plan(two_cpus, cpus_per_worker=0.5, threads_per_worker=3) == (2, 0.5, 0.0, 3)
+    assert plan(two_cpus) == (1, 16, 0.38, 0.0, 1)  # single-threaded actors, one per CPU beside the I/O actors
+    assert plan(two_cpus, workers=1) == (1, 1, 0.75, 0.0, 2)
+    assert plan({"CPU": 64.0}) == (1, 64, 0.98, 0.0, 1)  # 62.75 CPUs for 64 actors
+    assert plan({"CPU": 64.0, "GPU": 8.0}, gpus_per_worker=1) == (1, 8, 1.0, 1.0, 2)
+    # An autoscaling cluster with no GPU node yet grows to the GPUs its autoscaler may add.
+    assert plan({"CPU": 1.0}, {"CPU": 129.0, "GPU": 16.0}, gpus_per_worker=0.5) == (1, 32, 1.0, 0.5, 2)
+    assert plan(two_cpus, max_workers=3, cpus_per_worker=0.5, threads_per_worker=3) == (1, 3, 0.5, 0.0, 3)
+    gpu = actor_resources(RestoreConfig(src="a", dst="b", gpus_per_worker=1, max_pixels=10**6), {"GPU": 2.0})
+    assert (gpu.io_cpus, gpu.io_workers, gpu.memory, gpu.io_memory) == (1.0, 8, 16 * 10**6, 8 * 10**6)

@@ -1,56 +1,48 @@
-"""Manifest storage: parts of a killed run are kept and compacted, a finished run leaves one file, latest row wins."""
+"""Restore state per shard: parts overlay the current file in order, compaction folds them in, bad files are skipped."""
 
 from __future__ import annotations
 
 import pyarrow as pa
 
 from pipeline.manifest import (
-    MANIFEST_DIR,
     SCHEMA,
-    RunWriter,
-    compact,
-    latest_rows,
+    STATE_DIR,
+    compact_shard,
     new_run_id,
-    read_manifest,
-    write_part,
+    read_shard_state,
+    read_state,
+    shard_id,
+    write_shard_part,
 )
-from pipeline.storage import list_files, resolve
+from pipeline.storage import list_files, resolve, write_bytes_atomic
 
 
-def _rows(run_id: str, inputs: list[str], status: str = "ok", qf: int | None = 20) -> pa.Table:
-    n = len(inputs)
-    values = {"input": inputs, "status": [status] * n, "qf": [qf] * n, "run_id": [run_id] * n}
+def _rows(run_id: str, keys: list[str], status: str = "ok", qf: int | None = 20) -> pa.Table:
+    n = len(keys)
+    values = {"key": keys, "input": keys, "status": [status] * n, "qf": [qf] * n, "run_id": [run_id] * n}
     return pa.table({name: values.get(name, [None] * n) for name in SCHEMA.names}, schema=SCHEMA)
 
 
-def test_killed_run_parts_are_kept_then_compacted(tmp_path):
+def test_parts_overlay_in_run_order_then_compact(tmp_path):
     dst = resolve(str(tmp_path / "out"))
-    killed, finished = new_run_id(), new_run_id()
-    assert killed < finished  # run ids sort by start time
-    write_part(dst, killed, _rows(killed, ["a", "b"]))
-    write_part(dst, killed, _rows(killed, ["c"], status="failed", qf=None))
-    assert read_manifest(dst).num_rows == 3  # readable before any compaction
+    killed, later = new_run_id(), new_run_id()
+    assert killed < later  # run ids sort by start time
+    shard, other = shard_id("photos", True), shard_id("", False)
+    assert shard != other and len(shard) == 20
+    write_shard_part(dst, shard, killed, _rows(killed, ["a", "b"], status="failed"))
+    write_shard_part(dst, shard, later, _rows(later, ["b", "c"]))
+    write_shard_part(dst, other, later, _rows(later, ["top"]))
+    write_bytes_atomic(dst.fs, dst.path(f"{STATE_DIR}/{shard}/part-zzz-broken.parquet"), b"not parquet")
 
-    # The next run, as run_restore does it: compact leftovers first, then stream its own rows.
-    assert compact(dst) == [killed]
-    writer = RunWriter(dst, finished)
-    part = _rows(finished, ["c", "d"], qf=50)
-    write_part(dst, finished, part)
-    writer.add(part)
-    writer.close()
-    files = list_files(dst.child(MANIFEST_DIR))
-    assert sorted(files) == sorted([f"{killed}.parquet", f"{finished}.parquet"])
-    table = read_manifest(dst)
-    assert table.num_rows == 5
-    latest = latest_rows(table)
-    assert latest["c"]["status"] == "ok" and latest["c"]["qf"] == 50 and latest["a"]["qf"] == 20
-
-
-def test_aborted_run_leaves_its_parts(tmp_path):
-    dst = resolve(str(tmp_path / "out"))
-    run = new_run_id()
-    writer = RunWriter(dst, run)
-    write_part(dst, run, _rows(run, ["x"]))
-    writer.abort()
-    assert [f.split("/")[0] for f in list_files(dst.child(MANIFEST_DIR))] == ["runs"]
-    assert compact(dst) == [run] and read_manifest(dst).column("input").to_pylist() == ["x"]
+    state, files = read_shard_state(dst, shard)
+    assert len(files) == 3  # two parts and the unreadable one, which is ignored
+    assert {r["key"]: (r["status"], r["run_id"]) for r in state.to_pylist()} == {
+        "a": ("failed", killed),
+        "b": ("ok", later),  # the later run's row wins
+        "c": ("ok", later),
+    }
+    assert compact_shard(dst, shard) == 3
+    assert sorted(list_files(dst.child(f"{STATE_DIR}/{shard}"))) == ["current.parquet"]
+    assert read_shard_state(dst, shard)[0].to_pylist() == state.sort_by("key").to_pylist()
+    assert sorted(read_state(dst)["key"].to_pylist()) == ["a", "b", "c", "top"]
+    assert compact_shard(dst, other) == 1 and compact_shard(dst, shard_id("nothing", True)) == 0

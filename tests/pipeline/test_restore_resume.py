@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
 import shutil
 import signal
@@ -26,7 +27,7 @@ from PIL import Image
 
 import dagn
 from dagn.checkpoint import save_model
-from pipeline.manifest import MANIFEST_DIR, read_manifest
+from pipeline.manifest import MANIFEST_DIR, read_state
 from pipeline.storage import resolve
 
 pytestmark = pytest.mark.slow
@@ -46,6 +47,11 @@ def _outputs(bucket: str) -> set[str]:
     pages = boto3.client("s3").get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix="out/")
     keys = {o["Key"][len("out/") :] for page in pages for o in page.get("Contents", [])}
     return {k for k in keys if not k.startswith(MANIFEST_DIR + "/")}
+
+
+def _keys(bucket: str, prefix: str) -> list[str]:
+    pages = boto3.client("s3").get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+    return [o["Key"] for page in pages for o in page.get("Contents", [])]
 
 
 def _ray_processes(temp_dir: str) -> list[int]:
@@ -114,18 +120,18 @@ def test_killed_run_resumes_without_missing_or_duplicated_work(s3_server, s3_buc
     inputs = {f"batch{i % 3}/img{i:03d}.jpg" for i in range(N_IMAGES)}
     assert _outputs(s3_bucket) == inputs  # nothing missing, nothing else
 
-    rows = read_manifest(resolve(f"s3://{s3_bucket}/out")).to_pylist()
-    runs = sorted({r["run_id"] for r in rows})
-    assert len(runs) == 2  # the killed run's finished batches were kept (and compacted by the second run)
-    first_run, second_run = runs
-    key = lambda r: r["input"].split("/in/", 1)[1]  # noqa: E731
-    restored = [key(r) for r in rows if r["status"] == "ok"]
-    assert len(restored) == len(set(restored))  # no input restored twice
-    ok_second = {key(r) for r in rows if r["run_id"] == second_run and r["status"] == "ok"}
-    skipped_second = {key(r) for r in rows if r["run_id"] == second_run and r["status"] == "skipped"}
-    assert ok_second.isdisjoint(done_before) and skipped_second == done_before
-    assert ok_second | skipped_second == inputs
-    assert {key(r) for r in rows if r["run_id"] == first_run} <= done_before
+    rows = read_state(resolve(f"s3://{s3_bucket}/out")).to_pylist()
+    assert sorted(r["key"] for r in rows) == sorted(inputs) and {r["status"] for r in rows} == {"ok"}
+    # The killed run stored the blocks it finished; the second run redid none of what the first one wrote (those
+    # without a state row yet are adopted: outputs newer than their inputs) and restored all the rest.
+    histories = _keys(s3_bucket, f"out/{MANIFEST_DIR}/runs/")
+    assert len(histories) == 1  # only the finished run wrote its summary
+    body = boto3.client("s3").get_object(Bucket=s3_bucket, Key=histories[0])["Body"].read()
+    decisions = json.loads(body)["decisions"]
+    assert decisions.get("done", 0) + decisions.get("adopted", 0) == len(done_before)
+    assert decisions.get("new", 0) == N_IMAGES - len(done_before) == json.loads(body)["statuses"]["ok"]
+    second_run = json.loads(body)["run_id"]
+    assert {r["key"] for r in rows if r["run_id"] == second_run and r["decision"] == "new"}.isdisjoint(done_before)
 
     # Credentials never appear: not in either run's output, the manifest, or any log of the Ray they started.
     secrets = [s3_server.secret_key, s3_server.access_key]

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.storage import list_entries, list_files, read_bytes, resolve, resolve_file, write_bytes_atomic
+from pipeline.storage import S3Settings, list_entries, list_files, read_bytes, resolve, resolve_file, write_bytes_atomic
 
 
 @pytest.fixture(params=["local", "s3"])
@@ -79,17 +79,40 @@ def test_local_listing_reports_links_and_never_loops(tmp_path):
 
 
 def test_restore_and_clean_turn_link_problems_into_rows(tmp_path):
-    from pipeline.clean import list_archive
-    from pipeline.restore import RestoreConfig, plan_restore
+    from pipeline.clean.scan import scan_listing
+    from pipeline.codec import OutputFormat
+    from pipeline.listing import Shard
+    from pipeline.restore.plan import PlanOptions, plan_shard
 
     src = _tree_with_links(tmp_path / "src")
-    cfg = RestoreConfig(src=str(src), dst=str(tmp_path / "dst"))
-    plan = plan_restore(cfg, resolve(cfg.src), resolve(cfg.dst), "run")
-    assert [key for key, _ in plan.todo] == ["a.jpg", "sub/b.jpg"]
-    failed = {r["input"].rsplit("/src/", 1)[1]: r["error"] for r in plan.decided.to_pylist()}
+    opts = PlanOptions(
+        str(src),
+        str(tmp_path / "dst"),
+        S3Settings(),
+        OutputFormat.same,
+        (".jpg",),
+        False,
+        None,
+        None,
+        "run",
+        dry_run=True,
+    )
+    rows = [r for block in plan_shard(Shard("", True), opts) for r in block if r.get("key")]
+    assert sorted(r["key"] for r in rows if r["status"] == "pending") == ["a.jpg", "sub/b.jpg"]
+    failed = {r["key"]: r["error"] for r in rows if r["status"] == "failed"}
     assert set(failed) == {"gone.jpg", "link.jpg", "loop", "self1", "self2", "sub/up"}
-    assert all(r["status"] == "failed" for r in plan.decided.to_pylist())
 
-    listing, problems = list_archive(resolve(str(src)), (".jpg",), follow_symlinks=True)
+    listing, problems = scan_listing(resolve(str(src)), Shard("", True), (".jpg",), follow_symlinks=True)
     assert listing.column("key").to_pylist() == ["a.jpg", "link.jpg", "sub/b.jpg"]
-    assert set(problems.column("kind").to_pylist()) == {"unreadable"} and len(problems) == 5
+    assert {p["kind"] for p in problems} == {"unreadable"} and len(problems) == 5
+
+
+def test_s3_region_is_never_guessed(monkeypatch):
+    from pipeline.storage import S3Settings
+
+    for name in ("AWS_REGION", "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
+        monkeypatch.delenv(name, raising=False)
+    assert S3Settings(region="eu-west-1").resolved_region("bucket") == "eu-west-1"
+    assert S3Settings(endpoint_url="http://127.0.0.1:1").resolved_region("bucket") is None  # the server's default
+    monkeypatch.setenv("AWS_REGION", "ap-south-1")
+    assert S3Settings().resolved_region("bucket") == "ap-south-1"
