@@ -41,8 +41,9 @@ from PIL import Image
 
 import dagn
 from dagn.checkpoint import read_metadata, save_model, shipped_weights
-from dagn.inference import training_patch_size
+from dagn.inference import auto_context, training_patch_size
 from pipeline.codec import OutputFormat, decode_image, encode_image, output_format
+from pipeline.extensions import IMAGE_EXTENSIONS
 from pipeline.ray_session import start_ray
 from pipeline.restore import RestoreConfig, run_restore
 
@@ -123,7 +124,7 @@ class TreeMonitor:
 
 def prepare_inputs(images: Path, folder: Path, repeat: int, quality: int) -> list[Path]:
     """JPEG copies (QF ``quality``) of every image in ``images``, ``repeat`` times under different names."""
-    sources = sorted(p for p in images.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".bmp", ".tif"))
+    sources = sorted(p for p in images.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
     if not sources:
         raise SystemExit(f"no images in {images}")
     folder.mkdir(parents=True)
@@ -221,7 +222,7 @@ def _arguments() -> argparse.Namespace:
 
 def _random_weights(args: argparse.Namespace, scratch: Path) -> Path:
     """Random weights (speed only) that say they were trained like the shipped ones, so both sides run them the way
-    users' restores run (in tiles of the training patch size: see dagn.inference)."""
+    users' restores run (whole, or in tiles of a small training patch size: see dagn.inference)."""
     torch.manual_seed(0)
     shipped = read_metadata(shipped_weights())
     return save_model(
@@ -340,8 +341,8 @@ def main() -> None:
     actors = actor_resources(_config(src, scratch / "x", args, weights), ray.cluster_resources())
     print(
         f"config: variant={args.variant} device={args.device} batch={args.batch_size} tile={args.tile or 'none'} "
-        f"context={training_patch_size(weights)} io_cpus={args.io_cpus}; model stage {actors}; "
-        f"Ray cluster CPU={ray.cluster_resources().get('CPU')}"
+        f"context={auto_context(training_patch_size(weights)) or 'whole'} io_cpus={args.io_cpus}; "
+        f"model stage {actors}; Ray cluster CPU={ray.cluster_resources().get('CPU')}"
     )
     print(f"inputs: {len(files)} JPEGs (QF {args.quality}), {megapixels:.1f} MP, from {args.images}")
     runs = _timed_runs(files, src, scratch, args, weights)

@@ -36,6 +36,7 @@ from PIL import Image
 import dagn
 from dagn.checkpoint import save_model
 from dagn.precision import cpu_has_bf16
+from pipeline.ray_session import start_ray
 from pipeline.storage import resolve, write_bytes_atomic
 from pipeline.train import TrainConfig, run_stage
 from pipeline.train.data import TRAINING_DEGRADATION, DataConfig
@@ -187,7 +188,7 @@ def _plain(args: argparse.Namespace, world: int, bf16: bool) -> float:
     return rates[0]
 
 
-def main() -> None:
+def _arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--variant", default="small")
     parser.add_argument("--data", help="training images, folder or s3:// (default: scikit-image samples)")
@@ -202,29 +203,21 @@ def main() -> None:
         "--precision", choices=("both", "fp32", "bf16"), default="both", help="both: the 2-worker run in each"
     )
     parser.add_argument("--scratch", default="runs/bench_train", help="checkpoints of the bench runs go here")
-    args = parser.parse_args()
+    return parser.parse_args()
 
-    import ray
 
-    ray.init(include_dashboard=False, object_store_memory=1024 * 2**20, log_to_driver=False)
-    cpus = int(ray.cluster_resources().get("CPU", 1))
-    gpus = int(ray.cluster_resources().get("GPU", 0))
-    data = args.data or _sample_images(Path(args.scratch) / "images")
-    default_bf16 = bool(args.gpus_per_worker) or cpu_has_bf16()
-    bf16 = default_bf16 if args.precision == "both" else args.precision == "bf16"
+def _configs(args: argparse.Namespace, cpus: int, gpus: int, bf16: bool) -> list[tuple[int, int | None, bool]]:
+    """(workers, threads per worker, bf16) of each Ray run."""
     if args.gpus_per_worker:
         configs = [(1, None, bf16)] + ([(2, None, bf16)] if gpus >= 2 * args.gpus_per_worker else [])
     else:  # 1 worker with 1 thread and with every core, 2 workers with cores / 2 threads each
         configs = [(1, 1, bf16), (1, cpus, bf16), (2, max(1, cpus // 2), bf16)]
     if args.precision == "both":  # the last (widest) configuration again in the other precision
         configs.append((*configs[-1][:2], not bf16))
-    print(procfs.machine_line(cuda=bool(args.gpus_per_worker)))
-    print(
-        f"config: variant {args.variant}, stage 3, batch {args.batch_size} per worker, patch {args.patch_size}, "
-        f"{args.steps} steps ({args.warmup} warm-up), gpus/worker {args.gpus_per_worker}, "
-        f"native bf16 on this CPU {cpu_has_bf16()}, channels_last, Ray CPUs {cpus} GPUs {gpus}, "
-        f"best of {args.repeats}"
-    )
+    return configs
+
+
+def _ray_runs(args, data, configs) -> dict[tuple[int, int | None, bool], float]:
     best: dict[tuple[int, int | None, bool], float] = {}
     for r in range(args.repeats):
         for key in configs:
@@ -238,18 +231,27 @@ def main() -> None:
             if workers == 2 and cores:
                 line += "  (cores: " + ", ".join(f"{k} {v:.2f}" for k, v in cores.items()) + ")"
             print(line)
-    ray.shutdown()
+    return best
+
+
+def _plain_runs(args, cpus: int, bf16: bool) -> dict[tuple[int, bool], float]:
+    """The same steps in plain processes, with Ray shut down (CPU only)."""
     plain: dict[tuple[int, bool], float] = {}
-    if not args.gpus_per_worker and cpus >= 2:  # the same steps in plain processes, with Ray shut down
-        plain_configs = [(1, bf16), (2, bf16)] + ([(2, not bf16)] if args.precision == "both" else [])
-        for r in range(args.repeats):
-            for world, amp in plain_configs:
-                rate = _plain(args, world, amp)
-                plain[(world, amp)] = max(rate, plain.get((world, amp), 0.0))
-                print(
-                    f"  run {r + 1}: {world} plain torch process(es) x 1 thread, {_precision(amp)}, no Ray: "
-                    f"{rate:7.1f} samples/s"
-                )
+    if args.gpus_per_worker or cpus < 2:
+        return plain
+    plain_configs = [(1, bf16), (2, bf16)] + ([(2, not bf16)] if args.precision == "both" else [])
+    for r in range(args.repeats):
+        for world, amp in plain_configs:
+            rate = _plain(args, world, amp)
+            plain[(world, amp)] = max(rate, plain.get((world, amp), 0.0))
+            print(
+                f"  run {r + 1}: {world} plain torch process(es) x 1 thread, {_precision(amp)}, no Ray: "
+                f"{rate:7.1f} samples/s"
+            )
+    return plain
+
+
+def _print_ratios(args, best, plain, configs, cpus: int, bf16: bool) -> None:
     print("\nworkers  threads/worker  precision  samples/s (best)")
     for (workers, threads, amp), rate in best.items():
         print(f"{workers:>7}  {threads or 'auto':>14}  {_precision(amp):>9}  {rate:16.1f}")
@@ -278,6 +280,30 @@ def main() -> None:
             f"no Ray (plain torch DDP, random patches, {_precision(bf16)}): 1 process {one_p:.1f}, 2 processes "
             f"{two_p:.1f} samples/s, ratio {two_p / one_p:.2f}x: the most two workers can give on this machine"
         )
+
+
+def main() -> None:
+    args = _arguments()
+    import ray
+
+    start_ray(quiet=True, object_store_bytes=2**30)
+    cpus = int(ray.cluster_resources().get("CPU", 1))
+    gpus = int(ray.cluster_resources().get("GPU", 0))
+    data = args.data or _sample_images(Path(args.scratch) / "images")
+    default_bf16 = bool(args.gpus_per_worker) or cpu_has_bf16()
+    bf16 = default_bf16 if args.precision == "both" else args.precision == "bf16"
+    configs = _configs(args, cpus, gpus, bf16)
+    print(procfs.machine_line(cuda=bool(args.gpus_per_worker)))
+    print(
+        f"config: variant {args.variant}, stage 3, batch {args.batch_size} per worker, patch {args.patch_size}, "
+        f"{args.steps} steps ({args.warmup} warm-up), gpus/worker {args.gpus_per_worker}, "
+        f"native bf16 on this CPU {cpu_has_bf16()}, channels_last, Ray CPUs {cpus} GPUs {gpus}, "
+        f"best of {args.repeats}"
+    )
+    best = _ray_runs(args, data, configs)
+    ray.shutdown()
+    plain = _plain_runs(args, cpus, bf16)
+    _print_ratios(args, best, plain, configs, cpus, bf16)
 
 
 def _precision(bf16: bool) -> str:

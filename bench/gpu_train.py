@@ -45,7 +45,7 @@ from dagn.inference import Restorer
 from dagn.precision import autocast_dtype
 from dagn.training import OptimConfig, RestorationStage
 
-_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
+_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")  # its own: this script runs where only torch and dagn are installed
 _DIHEDRAL = 8
 
 
@@ -110,7 +110,7 @@ def held_out_gain(restorer: Restorer, files: list[Path], qualities: tuple[int, .
     return float(np.mean(gains))
 
 
-def main() -> None:
+def _arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--weights", type=Path, default=None, help="model to continue (default: shipped)")
     parser.add_argument("--data", type=Path, required=True, help="training images (folder)")
@@ -131,27 +131,22 @@ def main() -> None:
     args = parser.parse_args()
     if args.batch_size % _DIHEDRAL:
         parser.error("--batch-size must be a multiple of 8 (8 dihedral copies per crop)")
+    return args
 
-    started = time.monotonic()
-    device = torch.device(args.device)
-    weights = args.weights or shipped_weights()
-    model = load_model(weights)
-    parent = read_metadata(weights)
-    train_files, val_files = split(_images(args.data), args.data, args.val_images)
-    dtype = autocast_dtype(device)
-    print(f"{weights}: {len(train_files)} training / {len(val_files)} held-out images, {device}, autocast {dtype}")
 
-    degradation = DegradationConfig(
-        patch_size=args.patch_size,
+def _degradation(patch_size: int) -> DegradationConfig:
+    return DegradationConfig(
+        patch_size=patch_size,
         p_uniform_quality=0.4,
         uniform_quality_range=(8, 95),
         quality_set=(10, 10, 20, 20, 30, 30, 40, 40, 50, 60, 70, 80, 85, 90, 95),
         p_misaligned=0.25,
         flip_rotate=False,  # the 8 dihedral copies replace the random transform
     )
-    val_qualities = (10, 30, 50, 80)
-    before = held_out_gain(Restorer(model=model, device=str(device)), val_files, val_qualities) if val_files else None
 
+
+def _train(args, model, train_files, degradation, device, dtype) -> tuple[RestorationStage, float]:
+    """Train until the time budget (sized from the first ``probe_steps``) or ``--steps``; the stage and seconds."""
     planned = args.steps or 10**9
     optim = OptimConfig(
         lr=args.lr,
@@ -184,28 +179,27 @@ def main() -> None:
             print(f"step {stage.step_count}/{planned} loss {np.mean(losses[-100:]):.4f} lr {stage.lr():.2e}")
         if stage.step_count >= planned:
             break
-    train_seconds = time.monotonic() - t_train
-    samples = stage.step_count * args.batch_size
-    print(f"trained {stage.step_count} steps, {samples} samples in {train_seconds:.0f} s", flush=True)
+    return stage, time.monotonic() - t_train
 
-    exported = stage.export_model().eval()
-    restorer = Restorer(model=exported, device=str(device))
-    after = held_out_gain(restorer, val_files, val_qualities) if val_files else None
-    if before is not None:
-        print(f"held-out gain over JPEG (QF {val_qualities}): {before:+.3f} dB before, {after:+.3f} dB after")
-    report = {}
-    if args.eval is not None:
-        truths = []
-        for f in _images(args.eval):
-            with Image.open(f) as im:
-                truths.append((f.name, np.asarray(im.convert("RGB"))))
-        result = evaluate(restorer, truths, [10, 20, 30, 40], dataset=args.eval.name)
-        report = {q: round(v["psnr"] - v["jpeg_psnr"], 3) for q, v in result.summary.items()}
-        print(f"{args.eval.name}: PSNR gain per QF {report}, mean {np.mean(list(report.values())):+.3f} dB")
 
+def _benchmark_gains(restorer: Restorer, folder: Path | None) -> dict:
+    """PSNR gain over JPEG per QF on a benchmark folder (empty without one)."""
+    if folder is None:
+        return {}
+    truths = []
+    for f in _images(folder):
+        with Image.open(f) as im:
+            truths.append((f.name, np.asarray(im.convert("RGB"))))
+    result = evaluate(restorer, truths, [10, 20, 30, 40], dataset=folder.name)
+    report = {q: round(v["psnr"] - v["jpeg_psnr"], 3) for q, v in result.summary.items()}
+    print(f"{folder.name}: PSNR gain per QF {report}, mean {np.mean(list(report.values())):+.3f} dB")
+    return report
+
+
+def _metadata(args, parent, weights, degradation, stage, device, train_seconds, after, report) -> dict[str, str]:
     steps = json.loads(parent.get("stage_steps", "{}"))
     steps["3"] = int(steps.get("3", 0)) + stage.step_count
-    metadata = {
+    return {
         **{k: parent[k] for k in ("variant", "data") if k in parent},
         "degradation": degradation.model_copy(update={"flip_rotate": True}).model_dump_json(),
         "stage_steps": json.dumps(steps),
@@ -224,6 +218,32 @@ def main() -> None:
         ),
         "exported": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
+
+
+def main() -> None:
+    args = _arguments()
+    started = time.monotonic()
+    device = torch.device(args.device)
+    weights = args.weights or shipped_weights()
+    model = load_model(weights)
+    parent = read_metadata(weights)
+    train_files, val_files = split(_images(args.data), args.data, args.val_images)
+    dtype = autocast_dtype(device)
+    print(f"{weights}: {len(train_files)} training / {len(val_files)} held-out images, {device}, autocast {dtype}")
+    degradation = _degradation(args.patch_size)
+    val_qualities = (10, 30, 50, 80)
+    before = held_out_gain(Restorer(model=model, device=str(device)), val_files, val_qualities) if val_files else None
+
+    stage, train_seconds = _train(args, model, train_files, degradation, device, dtype)
+    print(f"trained {stage.step_count} steps, {stage.step_count * args.batch_size} samples in {train_seconds:.0f} s")
+
+    exported = stage.export_model().eval()
+    restorer = Restorer(model=exported, device=str(device))
+    after = held_out_gain(restorer, val_files, val_qualities) if val_files else None
+    if before is not None:
+        print(f"held-out gain over JPEG (QF {val_qualities}): {before:+.3f} dB before, {after:+.3f} dB after")
+    report = _benchmark_gains(restorer, args.eval)
+    metadata = _metadata(args, parent, weights, degradation, stage, device, train_seconds, after, report)
     save_model(exported, args.out, metadata)
     print(f"wrote {args.out} ({math.ceil(time.monotonic() - started)} s in all)")
     print("to ship it, name it by its content hash in dagn/weights/ (see dagn.checkpoint) and update default.json")

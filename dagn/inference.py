@@ -217,8 +217,8 @@ def restore_image(image: Image.Image, weights: str | Path | None = None) -> Imag
 
     Gray stays gray ("1"/"L" -> "L"), alpha is passed through untouched ("LA"/"RGBA"/"PA"), palette, YCbCr and
     CMYK become RGB; the ICC profile (except a CMYK one, which no longer fits) and EXIF are copied to the result.
-    Large images run as seamless tiles (of the model's training patch size, see :class:`Restorer`). EXIF orientation
-    is not applied: pixels stay as stored.
+    Large images run as seamless tiles (512 px, or the context of a model trained on small patches, see
+    :class:`Restorer`). EXIF orientation is not applied: pixels stay as stored.
 
     Raises:
         dagn.io.UnsupportedModeError: for 16/32-bit, float and other modes DAGN cannot restore without loss.

@@ -34,6 +34,7 @@ def clean(
     reports: Annotated[str | None, _flag("reports")] = None,
     dry_run: Annotated[bool | None, _flag("dry_run", "--dry-run/--no-dry-run")] = None,
     incremental: Annotated[bool | None, _flag("incremental", "--incremental/--full")] = None,
+    follow_symlinks: Annotated[bool | None, _flag("follow_symlinks", "--follow-symlinks/--no-follow-symlinks")] = None,
     weights: Annotated[str | None, _restore_flag("weights")] = None,
     workers: Annotated[int | None, _restore_flag("workers")] = None,
     gpus_per_worker: Annotated[float | None, _restore_flag("gpus_per_worker")] = None,

@@ -15,8 +15,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from jobs.errors import UserError
 from jobs.options import ConfigFile, build_config, config_argument, config_option
+from pipeline.extensions import IMAGE_EXTENSIONS
 
-_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 # Folder names of the usual benchmark sets -> labels with published anchors (dagn.evaluation.PUBLISHED).
 _KNOWN_SETS = {"live1_color": "live1", "live1": "live1", "bsds500_test": "bsd500", "bsd500": "bsd500"}
 
@@ -61,9 +61,9 @@ def load_ground_truth(folder: Path, limit: int | None = None) -> dict[str, np.nd
     """Ground-truth images by file name: single-channel files as H x W, everything else as RGB."""
     if not folder.is_dir():
         raise UserError(f"DATA {folder}: no such folder")
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in _IMAGE_SUFFIXES)
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
     if not files:
-        raise UserError(f"no images in DATA {folder} ({' '.join(_IMAGE_SUFFIXES)})")
+        raise UserError(f"no images in DATA {folder} ({' '.join(IMAGE_EXTENSIONS)})")
     out = {}
     for path in files[:limit]:
         with Image.open(path) as im:
@@ -105,7 +105,7 @@ def evaluate(
         cfg.weights, device=cfg.device, tile=cfg.tile, context=context_setting(cfg.context), precision=cfg.precision
     )
     Console(stderr=True).print(
-        f"model {restorer.weights}: context {restorer.context or 'whole image'} px, "
+        f"model {restorer.weights}: context {f'{restorer.context} px' if restorer.context else 'whole images'}, "
         f"autocast {restorer.autocast_dtype or 'off (fp32)'}"
     )
     folder = cfg.out / label

@@ -45,6 +45,7 @@ def restore(
     shard_depth: Annotated[int | None, _flag("shard_depth")] = None,
     list_file: Annotated[str | None, _flag("list_file")] = None,
     max_pixels: Annotated[int | None, _flag("max_pixels")] = None,
+    follow_symlinks: Annotated[bool | None, _flag("follow_symlinks", "--follow-symlinks/--no-follow-symlinks")] = None,
     s3_endpoint: S3Endpoint = None,
     config: ConfigFile = None,
     address: RayAddress = None,

@@ -48,7 +48,7 @@ def train(
 
     cfg = build_config(train, ctx, TrainConfig, config, **{"s3.endpoint_url": s3_endpoint, "ray_address": address})
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-    results = run_training(cfg)
+    results = run_training(cfg)  # a ValueError (a user's mistake, unusable data) becomes one line: jobs.errors
     for r in results:
         state = "skipped (already finished)" if r.skipped else ("finished" if r.finished else "stopped")
         typer.echo(f"stage {r.stage}: {state} at step {r.step}/{r.total_steps}")

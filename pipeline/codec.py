@@ -24,6 +24,7 @@ import numpy as np
 from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
 from dagn.io import UnsupportedModeError, merge_alpha, split_alpha
+from pipeline.extensions import JPEG_EXTENSIONS
 
 __all__ = [
     "DecodeError",
@@ -37,7 +38,7 @@ __all__ = [
 ]
 
 _ORIENTATION = 0x0112
-_SUFFIXES = {"JPEG": (".jpg", ".jpeg", ".jpe", ".jfif"), "PNG": (".png",), "WEBP": (".webp",)}
+_SUFFIXES = {"JPEG": JPEG_EXTENSIONS, "PNG": (".png",), "WEBP": (".webp",)}
 
 
 class OutputFormat(str, Enum):

@@ -7,11 +7,12 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from pipeline.codec import OutputFormat
+from pipeline.extensions import IMAGE_EXTENSIONS
 from pipeline.storage import Extensions, S3Settings
 
 __all__ = ["DEFAULT_EXTENSIONS", "RestoreConfig"]
 
-DEFAULT_EXTENSIONS = (".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".webp", ".bmp", ".tif", ".tiff")
+DEFAULT_EXTENSIONS = IMAGE_EXTENSIONS
 
 
 class RestoreConfig(BaseModel):
@@ -76,15 +77,15 @@ class RestoreConfig(BaseModel):
     tile: int | None = Field(
         1024,
         ge=16,
-        description="Largest tile side (bounds memory); 0 or None runs every image whole. Models that record their "
-        "training patch size run in tiles of that size anyway (see dagn.inference).",
+        description="Largest tile side (bounds memory); 0 or None runs every image whole. Models trained on patches "
+        "below 128 px run in tiles of their patch size anyway (see dagn.inference).",
     )
     tile_overlap: int = Field(32, ge=0, description="Minimum overlap between tiles in pixels.")
     context: int | None = Field(
         None,
         ge=0,
-        description="Largest region (pixels) the model sees at once; default: its training patch size, which "
-        "restores best (see dagn.inference); 0: whole images, ~1.9x faster on CPU for `small` but worse.",
+        description="Largest region (pixels) the model sees at once; default: the model's own (whole images for "
+        "models trained on patches of 128 px or more, else their patch size; see dagn.inference); 0: whole images.",
     )
     min_qf: int | None = Field(None, ge=1, le=100, description="Restore only JPEGs with an estimated QF >= this.")
     max_qf: int | None = Field(None, ge=1, le=100, description="Restore only JPEGs with an estimated QF <= this.")

@@ -21,6 +21,7 @@ __all__ = [
     "STATE_FILE",
     "exists",
     "load_remote_model",
+    "load_state",
     "remote_metadata",
     "save_remote_model",
     "stage_file",
@@ -28,6 +29,26 @@ __all__ = [
 
 STATE_FILE = "state.pt"  # optimiser, schedule and model state inside a Ray Train checkpoint
 MODEL_FILE = "model.safetensors"  # the model alone, beside it (what a finished stage exports)
+
+
+def load_state(path: str | Path) -> dict:
+    """The resume state in a checkpoint, loaded without running any pickled code.
+
+    Whoever can write the checkpoint prefix (often a shared bucket) could otherwise run code in every training worker:
+    ``weights_only`` unpickles only tensors and plain containers, which is all a stage's state holds.
+
+    Raises:
+        ValueError: naming the file when it holds anything else (a planted pickle, a damaged file).
+    """
+    import pickle
+
+    import torch
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ValueError(f"refusing the checkpoint state {path}: not plain tensors ({first})") from None
 
 
 def stage_file(number: int) -> str:

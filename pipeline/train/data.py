@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from dagn import jpeg
 from dagn.degradation import DegradationConfig, degrade
+from pipeline.extensions import IMAGE_EXTENSIONS
 from pipeline.keys import key_problem
 from pipeline.ray_tweaks import with_idle_backoff
 from pipeline.storage import Location, S3Settings, list_files, read_bytes, resolve
@@ -39,12 +40,12 @@ __all__ = [
     "load_validation_set",
     "make_patches",
     "plan_rows",
+    "readable_images",
     "split_images",
 ]
 
 log = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 # Our recipe widens the released QF sampling: a blind model that rarely sees QF 70-95 learns to "restore" good images
 # as if they were bad ones (and the small variant's global residual makes that visible). Half the draws are uniform
@@ -109,6 +110,45 @@ def list_images(location: Location) -> list[str]:
     return images
 
 
+def readable_images(location: Location, images: list[str], need: int, head_bytes: int = 65536) -> list[str]:
+    """The ``images`` whose first bytes open as an image; each one that does not is named in a warning.
+
+    An unreadable file used to end the whole run with ~240 lines of worker tracebacks that never named it. Only
+    headers are read here (a few ms each); damage further in is caught where patches are made.
+
+    Raises:
+        ValueError: one line, when fewer than ``need`` images are left.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    def problem(name: str) -> str | None:
+        try:
+            with location.fs.open_input_stream(location.path(name)) as f:
+                head = f.read(head_bytes)
+            with Image.open(io.BytesIO(head)) as im:
+                width, height = im.size
+            return None if width and height else "zero-sized image"
+        except Exception as e:
+            return str(e).splitlines()[0] if str(e) else type(e).__name__
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        problems = list(pool.map(problem, images))
+    bad = [(name, p) for name, p in zip(images, problems, strict=True) if p]
+    for name, p in bad[:20]:
+        log.warning("skipping unreadable training image %s: %s", location.uri_of(name), p)
+    if len(bad) > 20:
+        log.warning("... and %d more unreadable training images", len(bad) - 20)
+    good = [name for name, p in zip(images, problems, strict=True) if not p]
+    if bad:
+        log.warning("%d of %d training images are unreadable and skipped", len(bad), len(images))
+    if len(good) < need:
+        raise ValueError(
+            f"only {len(good)} of {len(images)} images under {location.uri} are readable, {need} needed"
+            + (f" (e.g. {bad[0][0]}: {bad[0][1]})" if bad else "")
+        )
+    return good
+
+
 def split_images(images: list[str], val_images: int) -> tuple[list[str], list[str]]:
     """(train, validation): validation = the ``val_images`` names with the smallest SHA-1, both lists sorted.
 
@@ -150,6 +190,14 @@ def _location(uri: str, s3_json: str) -> Location:
     return resolve(uri, S3Settings.model_validate_json(s3_json))
 
 
+def _decode_or_none(location: Location, path: str) -> np.ndarray | None:
+    try:
+        return decode_image(read_bytes(location.fs, location.path(path)))
+    except Exception as e:  # damage past the header, which readable_images checked
+        log.warning("skipping unreadable training image %s: %s", location.uri_of(path), e)
+        return None
+
+
 def make_patches(
     batch: dict[str, np.ndarray], *, data_uri: str, s3_json: str, degradation_json: str, patches_per_image: int
 ) -> dict[str, np.ndarray]:
@@ -157,14 +205,22 @@ def make_patches(
     location = _location(data_uri, s3_json)
     cfg = DegradationConfig.model_validate_json(degradation_json)
     clean, jpegs, qualities = [], [], []
-    for path, seed in zip(batch["path"], batch["seed"], strict=True):
-        image = decode_image(read_bytes(location.fs, location.path(str(path))))
+    decoded = {path: _decode_or_none(location, path) for path in dict.fromkeys(str(p) for p in batch["path"])}
+    images = {path: image for path, image in decoded.items() if image is not None}
+    readable = list(images)  # an unreadable image's rows are cut from the batch's other images
+    for i, (path, seed) in enumerate(zip(batch["path"], batch["seed"], strict=True)):
+        if not readable:
+            break
+        image = images[str(path)] if str(path) in images else images[readable[i % len(readable)]]
         rng = np.random.default_rng(int(seed))
         for _ in range(patches_per_image):
             pair = degrade(image, rng, cfg)
             clean.append(pair.clean)
             jpegs.append(pair.jpeg)
             qualities.append(pair.quality)
+    if not clean:  # no image of the batch was readable
+        empty = np.zeros((0, cfg.patch_size, cfg.patch_size, 3), np.uint8)
+        return {"clean": empty, "jpeg": empty, "quality": np.zeros(0, np.int16)}
     return {"clean": np.stack(clean), "jpeg": np.stack(jpegs), "quality": np.asarray(qualities, dtype=np.int16)}
 
 

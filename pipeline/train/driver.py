@@ -11,10 +11,10 @@ import pyarrow.fs as pafs
 
 from dagn.checkpoint import load_model
 from pipeline.ray_session import start_ray
-from pipeline.storage import Location, resolve, write_bytes_atomic
-from pipeline.train.artifacts import MODEL_FILE, exists, save_remote_model, stage_file
+from pipeline.storage import Location, S3Settings, resolve, write_bytes_atomic
+from pipeline.train.artifacts import MODEL_FILE, exists, remote_metadata, save_remote_model, stage_file
 from pipeline.train.config import StageResult, TrainConfig
-from pipeline.train.data import build_train_dataset, list_images, split_images
+from pipeline.train.data import build_train_dataset, list_images, readable_images, split_images
 from pipeline.train.export import export_model
 from pipeline.train.plan import WorkerPlan, plan_workers
 from pipeline.train.seed import seed_from_model
@@ -34,6 +34,15 @@ def _latest_checkpoint_name(location: Location, run_name: str) -> str:
         if info.type == pafs.FileType.Directory and os.path.basename(info.path).startswith("checkpoint")
     ]
     return max(names, default="")
+
+
+def _steps_done(out: Location, run_name: str, s3: S3Settings) -> int:
+    """Steps of the run's newest checkpoint (0 when it has none), from its model's metadata (no pickle read)."""
+    latest = _latest_checkpoint_name(out, run_name)
+    relative = f"checkpoints/{run_name}/{latest}/{MODEL_FILE}"
+    if not latest or not exists(out, relative):
+        return 0
+    return int(remote_metadata(out.uri_of(relative), s3).get("step", 0))
 
 
 def _trainer(cfg: TrainConfig, number: int, out: Location, plan: WorkerPlan, val_images: list[str], dataset):
@@ -67,7 +76,8 @@ def _fit(cfg: TrainConfig, number: int, out: Location):
     import ray
 
     data = resolve(cfg.data, cfg.s3)
-    train_images, val_images = split_images(list_images(data), cfg.data_config.val_images)
+    images = readable_images(data, list_images(data), need=1)  # split_images holds out fewer when few
+    train_images, val_images = split_images(images, cfg.data_config.val_images)
     start_ray(cfg.ray_address, object_store_bytes=2**30)
     previous = _latest_checkpoint_name(out, cfg.run_name(number))
     steps_this_run = min(cfg.stage_steps(number), cfg.steps or cfg.stage_steps(number))
@@ -99,6 +109,12 @@ def run_stage(cfg: TrainConfig, number: int) -> StageResult:
     if number > 1 and not exists(out, stage_file(number - 1)):
         raise RuntimeError(f"stage {number} needs stage {number - 1} finished first ({stage_file(number - 1)})")
 
+    done = _steps_done(out, cfg.run_name(number), cfg.s3)
+    if done > total:  # it used to say "resumed at step 250 of 60" and go on
+        raise ValueError(
+            f"stage {number} has done {done} steps already, more than the {total} planned: plan at least {done} "
+            f"(--stage{number}-steps) or train under a new --name"
+        )
     result = _fit(cfg, number, out)
     metrics = {k: float(v) for k, v in (result.metrics or {}).items() if isinstance(v, (int, float))}
     step = int(metrics.get("step", 0))

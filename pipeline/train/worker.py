@@ -20,7 +20,14 @@ from dagn.inference import auto_context
 from dagn.precision import cpu_has_bf16
 from dagn.training import Stage, batch_from_numpy, build_stage, decay_start, new_model
 from pipeline.storage import resolve
-from pipeline.train.artifacts import MODEL_FILE, STATE_FILE, load_remote_model, save_remote_model, stage_file
+from pipeline.train.artifacts import (
+    MODEL_FILE,
+    STATE_FILE,
+    load_remote_model,
+    load_state,
+    save_remote_model,
+    stage_file,
+)
 from pipeline.train.config import TrainConfig
 from pipeline.train.data import ValidationImage, load_validation_set
 from pipeline.train.meter import ThroughputMeter
@@ -88,7 +95,7 @@ def _resume(run: _Run) -> None:
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as d:
-            state = torch.load(os.path.join(d, STATE_FILE), map_location="cpu", weights_only=False)
+            state = load_state(os.path.join(d, STATE_FILE))
             run.stage.load_state_dict(state)
         if run.rank == 0:
             log.info("stage %d: resumed at step %d of %d", run.number, run.stage.step_count, run.total)
@@ -184,6 +191,7 @@ def train_loop(loop_config: dict[str, Any]) -> None:
     if run.start >= run.end:
         _report(run, {}, run.start)
         return
+    _save_branch_point(run, run.start)  # a run resumed exactly where its decay begins
     warmup = min(run.cfg.log_every, max(0, run.end - run.start - 1))  # left out of the steady rate
     meter = ThroughputMeter(
         start=run.start, end=run.end, samples_per_step=run.cfg.batch_size * run.world, warmup=warmup

@@ -17,6 +17,7 @@ from pipeline.train.data import (
     load_validation_set,
     make_patches,
     plan_rows,
+    readable_images,
     split_images,
 )
 
@@ -83,3 +84,41 @@ def test_validation_set_is_centre_crops_with_jpegs(folder):
     assert not np.array_equal(item.jpegs[10], item.clean)
     raw = np.asarray(Image.open(io.BytesIO((folder / "coffee.jpg").read_bytes())).convert("RGB"))
     assert np.array_equal(item.clean, raw[152:248, 252:348])
+
+
+@pytest.fixture
+def damaged_folder(tmp_path, folder):
+    """The good images plus the bad ones of the fault-injection pass (one used to end `dagn train`, unnamed)."""
+    root = tmp_path / "mixed"
+    for path in folder.rglob("*.*"):
+        (root / path.relative_to(folder)).parent.mkdir(parents=True, exist_ok=True)
+        (root / path.relative_to(folder)).write_bytes(path.read_bytes())
+    (root / "empty.png").write_bytes(b"")
+    (root / "random.jpg").write_bytes(np.random.default_rng(0).integers(0, 256, 5000, dtype=np.uint8).tobytes())
+    whole = (folder / "coffee.jpg").read_bytes()
+    (root / "truncated.jpg").write_bytes(whole[: len(whole) // 3])  # a good header: caught where patches are made
+    return root
+
+
+def test_unreadable_training_images_are_skipped_by_name(damaged_folder, caplog):
+    location = resolve(str(damaged_folder))
+    names = sorted(p.relative_to(damaged_folder).as_posix() for p in damaged_folder.rglob("*.*"))
+    with caplog.at_level("WARNING"):
+        readable = readable_images(location, names, need=2)
+    assert readable == ["a/astronaut.png", "coffee.jpg", "truncated.jpg"]
+    assert "empty.png" in caplog.text and "random.jpg" in caplog.text and "2 of 5 training images" in caplog.text
+
+    cfg = TRAINING_DEGRADATION.model_copy(update={"patch_size": 32})
+    batch = {"path": np.array(["truncated.jpg", "coffee.jpg", "truncated.jpg"]), "seed": np.array([1, 2, 3])}
+    kwargs = {"data_uri": str(damaged_folder), "s3_json": "{}", "degradation_json": cfg.model_dump_json()}
+    with caplog.at_level("WARNING"):
+        out = make_patches(batch, **kwargs, patches_per_image=2)
+    assert out["clean"].shape == (6, 32, 32, 3)  # the bad image's rows come from the good one: no patches lost
+    assert "skipping unreadable training image" in caplog.text and "truncated.jpg" in caplog.text
+
+
+def test_too_few_readable_images_stop_with_one_line(damaged_folder):
+    location = resolve(str(damaged_folder))
+    with pytest.raises(ValueError, match=r"only 0 of 2 images under .* are readable, 9 needed \(e.g. empty.png") as e:
+        readable_images(location, ["empty.png", "random.jpg"], need=9)
+    assert "\n" not in str(e.value)
