@@ -129,6 +129,71 @@ def _ok_rows_per_input(client, prefix: str) -> dict[str, int]:
     return counts
 
 
+def _faulted_run(work: Path, common: list[str], env: dict[str, str], client, server, args) -> tuple[list[str], int]:
+    """The restore into out/ with the faults injected as its outputs appear; the faults and the last exit code."""
+    faults: list[str] = []
+    run = Run(work, "out", common, env)
+
+    def when_outputs(n: int) -> None:
+        while run.process.poll() is None:
+            listed = client.list_objects_v2(Bucket=BUCKET, Prefix="out/").get("Contents", [])
+            if sum(not o["Key"].startswith(_not_outputs("out")) for o in listed) >= n:
+                return
+            time.sleep(0.3)
+
+    def kill_actor(name: str) -> None:
+        pids = _pids(run.ray_tmp, name)
+        if pids:
+            os.kill(pids[0], signal.SIGKILL)
+            faults.append(f"kill -9 of the {name} actor (pid {pids[0]})")
+
+    step = max(10, args.images // 8)
+    when_outputs(step)
+    for _ in range(2):  # Ray itself did not come up (a loaded host): start the run again
+        if run.process.poll() is None or not run.ray_did_not_start:
+            break
+        run = Run(work, "out", common, env)
+        when_outputs(step)
+    kill_actor("RestoreStage")
+    when_outputs(2 * step)
+    kill_actor("WriteStage")
+    when_outputs(3 * step)
+    os.killpg(server._process.pid, signal.SIGSTOP)
+    time.sleep(args.stall)
+    os.killpg(server._process.pid, signal.SIGCONT)
+    faults.append(f"S3 server stalled {args.stall:.0f} s (SIGSTOP)")
+    when_outputs(4 * step)
+    if run.process.poll() is None:
+        run.kill()
+        faults.append("kill -9 of the driver and its Ray, then a rerun")
+        time.sleep(6)  # the killed run's lease expires
+        return faults, _run_to_end(work, "out", common, env)
+    return faults, run.wait()
+
+
+def _print_table(client, reference: dict[str, bytes], faults: list[str], code: int) -> None:
+    outputs = _outputs(client, "out")
+    counts = _ok_rows_per_input(client, "out")
+    wrong = sum(
+        1
+        for key, data in outputs.items()
+        if key not in reference
+        or not np.array_equal(
+            np.asarray(Image.open(io.BytesIO(data))), np.asarray(Image.open(io.BytesIO(reference[key])))
+        )
+    )
+    uploads = client.list_multipart_uploads(Bucket=BUCKET).get("Uploads", [])
+    print(f"\nfaults injected ({len(faults)}):")
+    for f in faults:
+        print(f"  - {f}")
+    print("\n| outputs expected | present | lost | duplicated | wrong | multipart uploads left | last exit |")
+    print("|---:|---:|---:|---:|---:|---:|---:|")
+    print(
+        f"| {len(reference)} | {len(outputs)} | {len(set(reference) - set(outputs))} | "
+        f"{sum(1 for n in counts.values() if n > 1)} | {wrong} | {len(uploads)} | {code} |"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=300)
@@ -152,67 +217,8 @@ def main() -> None:
         _run_to_end(work, "ref", common, env)
         reference = _outputs(client, "ref")
         print(f"fault-free run: {len(reference)} outputs in {time.monotonic() - start:.0f} s", flush=True)
-
-        faults: list[str] = []
-        run = Run(work, "out", common, env)
-
-        def when_outputs(n: int) -> None:
-            while run.process.poll() is None:
-                listed = client.list_objects_v2(Bucket=BUCKET, Prefix="out/").get("Contents", [])
-                if sum(not o["Key"].startswith(_not_outputs("out")) for o in listed) >= n:
-                    return
-                time.sleep(0.3)
-
-        def kill_actor(name: str) -> None:
-            pids = _pids(run.ray_tmp, name)
-            if pids:
-                os.kill(pids[0], signal.SIGKILL)
-                faults.append(f"kill -9 of the {name} actor (pid {pids[0]})")
-
-        step = max(10, args.images // 8)
-        when_outputs(step)
-        for _ in range(2):  # Ray itself did not come up (a loaded host): start the run again
-            if run.process.poll() is None or not run.ray_did_not_start:
-                break
-            run = Run(work, "out", common, env)
-            when_outputs(step)
-        kill_actor("RestoreStage")
-        when_outputs(2 * step)
-        kill_actor("WriteStage")
-        when_outputs(3 * step)
-        os.killpg(server._process.pid, signal.SIGSTOP)
-        time.sleep(args.stall)
-        os.killpg(server._process.pid, signal.SIGCONT)
-        faults.append(f"S3 server stalled {args.stall:.0f} s (SIGSTOP)")
-        when_outputs(4 * step)
-        if run.process.poll() is None:
-            run.kill()
-            faults.append("kill -9 of the driver and its Ray, then a rerun")
-            time.sleep(6)  # the killed run's lease expires
-            code = _run_to_end(work, "out", common, env)
-        else:
-            code = run.wait()
-
-        outputs = _outputs(client, "out")
-        counts = _ok_rows_per_input(client, "out")
-        wrong = sum(
-            1
-            for key, data in outputs.items()
-            if key not in reference
-            or not np.array_equal(
-                np.asarray(Image.open(io.BytesIO(data))), np.asarray(Image.open(io.BytesIO(reference[key])))
-            )
-        )
-        uploads = client.list_multipart_uploads(Bucket=BUCKET).get("Uploads", [])
-        print(f"\nfaults injected ({len(faults)}):")
-        for f in faults:
-            print(f"  - {f}")
-        print("\n| outputs expected | present | lost | duplicated | wrong | multipart uploads left | last exit |")
-        print("|---:|---:|---:|---:|---:|---:|---:|")
-        print(
-            f"| {len(reference)} | {len(outputs)} | {len(set(reference) - set(outputs))} | "
-            f"{sum(1 for n in counts.values() if n > 1)} | {wrong} | {len(uploads)} | {code} |"
-        )
+        faults, code = _faulted_run(work, common, env, client, server, args)
+        _print_table(client, reference, faults, code)
         print(f"\nlogs: {work}")
 
 
