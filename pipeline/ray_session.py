@@ -33,11 +33,11 @@ def start_ray(address: str | None = None, *, quiet: bool = False, object_store_b
     import ray
     from ray.data import DataContext
 
+    address = address or os.environ.get("RAY_ADDRESS") or "local"
+    local = address == "local"
+    if not local:
+        _check_reachable(address)  # also when Ray is already up here: a mistyped --address is an error, not ignored
     if not ray.is_initialized():
-        address = address or os.environ.get("RAY_ADDRESS") or "local"
-        local = address == "local"
-        if address != "local":
-            _check_reachable(address)
         ray.init(
             address=address,
             include_dashboard=False if local else None,
