@@ -8,8 +8,10 @@ import shlex
 from pathlib import Path
 
 import pytest
+import typer
 import yaml
 
+from jobs.cli import app
 from jobs.submit import check_command
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -111,7 +113,8 @@ def test_the_required_resources_exist():
 def test_entrypoints_are_valid_dagn_commands(where, spec):
     words = shlex.split(spec["entrypoint"])
     assert words[0] == "dagn", f"{where}: entrypoint does not run dagn"
-    check_command(words[1], words[2:])  # parsed with the real command definitions: names, options, types
+    # parsed with the real command definitions: names, options, types
+    check_command(typer.main.get_command(app), words[1], words[2:])
     assert spec.get("shutdownAfterJobFinishes") is True, f"{where}: the job's cluster would outlive it"
 
 
