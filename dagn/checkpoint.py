@@ -77,12 +77,14 @@ def _check_layout(path: Path) -> bytes:
         raise ModelFileError(f"cannot read model file {path}: {e.strerror or e}") from None
     if not blob:
         raise ModelFileError(f"model file {path} is empty")
-    if blob[:1] == b"\x80" or blob[:2] == b"PK":
-        raise ModelFileError(f"model file {path} is a pickle (torch.save); only safetensors files are loaded")
-    if len(blob) < 8:
-        raise ModelFileError(f"model file {path} is truncated ({len(blob)} bytes)")
-    header = _data_offset(blob) - 8
-    if header > _MAX_HEADER or 8 + header > len(blob):
+    header = _data_offset(blob) - 8 if len(blob) >= 8 else None
+    if header is None or header > _MAX_HEADER or 8 + header > len(blob):
+        # judged only once the header is known to be bad: a safetensors header of length 0x..80 or 0x..4b50 starts
+        # with the same bytes as a pickle or a zip
+        if blob[:1] == b"\x80" or blob[:2] == b"PK":
+            raise ModelFileError(f"model file {path} is a pickle (torch.save); only safetensors files are loaded")
+        if header is None:
+            raise ModelFileError(f"model file {path} is truncated ({len(blob)} bytes)")
         raise ModelFileError(
             f"model file {path} is truncated or not safetensors: its header claims {header} bytes, "
             f"the file has {len(blob)}"

@@ -6,17 +6,19 @@ one small JSON file, ``DST/_manifest/lease.json``, that names its holder and whe
 
 * S3: taken with a conditional PUT (``If-None-Match: *``: exactly one of two racing runs gets it), renewed and taken
   over with ``If-Match`` on the ETag last seen, released with a conditional DELETE, so every step is atomic;
-* local folders: created with ``O_CREAT | O_EXCL``; an expired lease is renamed away before a new one is created (two
-  runs that find the same expired lease within the same instant could both proceed: local folders are for one
-  machine, where the holder's heartbeat makes an expired lease mean a dead run).
+* local folders: every read-and-replace of the lease happens under an exclusive ``flock`` on a lock file beside it,
+  so two runs that find the same dead lease cannot both take it.
 
 A heartbeat thread renews the lease every third of its time, so a live run keeps it however long it works and a dead
-run's lease (killed driver, lost node) expires after ``seconds`` and is then taken over by the next run.
+run's lease (killed driver, lost node) expires after ``seconds`` and is then taken over by the next run. A holder on
+this very machine (same host name and boot) whose process is gone is dead at once: a rerun after a kill does not
+wait out the expiry. The process is named by pid and start time, so a reused pid does not pass for the holder.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import logging
 import os
@@ -67,7 +69,9 @@ class Lease:
                 "owner": self.owner,
                 "what": self.what,
                 "host": socket.gethostname(),
+                "boot": _BOOT_ID,
                 "pid": os.getpid(),
+                "started": _start_time(os.getpid()),
                 "renewed": now,
                 "expires": now + self.seconds,
             }
@@ -104,7 +108,7 @@ class Lease:
         if holder.get("owner") == self.owner:  # our first PUT went through, its answer was lost and retried
             self.etag = current["ETag"]
             return
-        if holder.get("expires", 0) > time.time():
+        if _alive(holder):
             raise LeaseHeldError(_held_message(self.dst, holder))
         try:  # expired: take it over, atomically against another run doing the same
             self.etag = client.put_object(Bucket=bucket, Key=key, Body=self._body(), IfMatch=current["ETag"])["ETag"]
@@ -132,51 +136,56 @@ class Lease:
     def _path(self) -> str:
         return self.dst.path(LEASE_FILE)
 
-    def _create_local(self) -> bool:
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[dict | None]:
+        """The current lease (None if there is none), read under the lock that every local change holds.
+
+        The lock file goes with the lease (see :meth:`_release_local`), so a lock taken on a file that was unlinked
+        meanwhile is no lock: it is given up and taken again on the file now at that name.
+        """
         os.makedirs(os.path.dirname(self._path()), exist_ok=True)
-        try:
-            fd = os.open(self._path(), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            return False
-        with os.fdopen(fd, "wb") as f:
-            f.write(self._body())
-        return True
+        while True:
+            lock = open(f"{self._path()}.lock", "a")  # noqa: SIM115 (closed below, or by the with)
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                if os.stat(lock.name).st_ino == os.fstat(lock.fileno()).st_ino:
+                    break
+            except FileNotFoundError:
+                pass
+            lock.close()
+        with lock:
+            try:
+                with open(self._path(), "rb") as f:
+                    holder = _parse(f.read())
+            except FileNotFoundError:
+                holder = None
+            yield holder
 
-    def _acquire_local(self) -> None:
-        if self._create_local():
-            return
-        try:
-            with open(self._path(), "rb") as f:
-                holder = _parse(f.read())
-        except FileNotFoundError:
-            holder = {}
-        if holder.get("expires", 0) > time.time():
-            raise LeaseHeldError(_held_message(self.dst, holder))
-        with contextlib.suppress(FileNotFoundError):
-            os.rename(self._path(), f"{self._path()}.expired-{self.owner}")
-            os.unlink(f"{self._path()}.expired-{self.owner}")
-        if not self._create_local():
-            raise LeaseHeldError(_held_message(self.dst, {"what": "another run that just took it over"}))
-        log.warning("took over the expired lease of %s", _describe(holder))
-
-    def _renew_local(self) -> None:
-        try:
-            with open(self._path(), "rb") as f:
-                mine = _parse(f.read()).get("owner") == self.owner
-        except FileNotFoundError:
-            mine = False
-        if not mine:
-            self.lost = True
-            return
+    def _write_local(self) -> None:
         tmp = f"{self._path()}.{self.owner}.tmp"
         with open(tmp, "wb") as f:
             f.write(self._body())
         os.replace(tmp, self._path())
 
+    def _acquire_local(self) -> None:
+        with self._locked() as holder:
+            if holder is not None and _alive(holder):
+                raise LeaseHeldError(_held_message(self.dst, holder))
+            self._write_local()
+        if holder is not None:
+            log.warning("took over the lease of %s", _describe(holder))
+
+    def _renew_local(self) -> None:
+        with self._locked() as holder:
+            self.lost = (holder or {}).get("owner") != self.owner
+            if not self.lost:
+                self._write_local()
+
     def _release_local(self) -> None:
-        with open(self._path(), "rb") as f:
-            if _parse(f.read()).get("owner") == self.owner:
+        with self._locked() as holder:
+            if (holder or {}).get("owner") == self.owner:
                 os.unlink(self._path())
+                os.unlink(f"{self._path()}.lock")  # under the lock: the next run makes a new one
 
     # -- both ----------------------------------------------------------------------------------------------------
 
@@ -203,6 +212,37 @@ class Lease:
             (self._release_local if self._local else self._release_s3)()
         except Exception as e:  # it expires by itself
             log.warning("could not release the lease on %s (it expires by itself): %s", self.dst.uri, e)
+
+
+def _boot_id() -> str | None:
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
+_BOOT_ID = _boot_id()
+
+
+def _start_time(pid: int) -> str | None:
+    """When process ``pid`` started (clock ticks since boot, from /proc), or None when there is no such process."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rpartition(")")[2].split()[19]  # field 22; the name before ")" may hold spaces
+    except (OSError, IndexError):
+        return None
+
+
+def _alive(holder: dict) -> bool:
+    """Whether the lease's holder may still be working: not expired, and not a process of this machine that is gone."""
+    if holder.get("expires", 0) <= time.time():
+        return False
+    same_machine = _BOOT_ID is not None and (holder.get("host"), holder.get("boot")) == (socket.gethostname(), _BOOT_ID)
+    pid = holder.get("pid")
+    if not same_machine or not isinstance(pid, int) or "started" not in holder:
+        return True
+    return _start_time(pid) == holder["started"]
 
 
 def _parse(data: bytes) -> dict:

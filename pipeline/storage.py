@@ -405,9 +405,17 @@ def write_bytes_atomic(fs: pafs.FileSystem, path: str, data: bytes) -> None:
             )
             parts.append({"PartNumber": number, "ETag": part["ETag"]})
         client.complete_multipart_upload(Bucket=bucket, Key=key, UploadId=upload, MultipartUpload={"Parts": parts})
-    except BaseException:
-        try:
-            client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload)
-        except Exception as e:
-            log.warning("could not abort the upload of %s (the bucket's lifecycle rule removes it): %s", path, e)
-        raise
+    finally:
+        _abort_uploads(client, bucket, key)
+
+
+def _abort_uploads(client, bucket: str, key: str) -> None:
+    """Abort every unfinished upload of ``key``: ours when it failed, and those of retried CreateMultipartUpload
+    requests whose first tries reached a stalled server and were answered too late (their ids never came back).
+    DST's lease makes this run the key's only writer, so none of them is another writer's."""
+    try:
+        uploads = client.list_multipart_uploads(Bucket=bucket, Prefix=key).get("Uploads", [])
+        for upload in (u for u in uploads if u["Key"] == key):
+            client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload["UploadId"])
+    except Exception as e:
+        log.warning("could not abort unfinished uploads of %s (the bucket's lifecycle rule removes them): %s", key, e)

@@ -8,11 +8,11 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from pipeline.extensions import JPEG_EXTENSIONS
+from pipeline.report.store import REPORTS_DIR
 from pipeline.storage import Extensions, S3Settings, inside
 
 __all__ = ["JPEG_EXTENSIONS", "REPORTS_DIR", "CleanConfig"]
 
-REPORTS_DIR = "_reports"
 _SET_BY_CLEAN = {"src", "dst", "list_file", "max_qf", "min_qf", "s3", "extensions", "shard_depth", "follow_symlinks"}
 _SET_BY_CLEAN.add("lease_seconds")
 

@@ -29,11 +29,12 @@ from pipeline.codec import OutputFormat, output_format
 from pipeline.keys import UnsafeKeyError, key_paths
 from pipeline.listing import ENTRY_SCHEMA, Shard, list_shard
 from pipeline.manifest import MANIFEST_DIR, Decision, RowStatus, read_shard_state, replace_shard_state, shard_id
+from pipeline.report.store import REPORTS_DIR
 from pipeline.storage import Location, S3Settings, location
 
 __all__ = ["DST_FOLDERS", "PlanOptions", "plan_shard", "qf_skip_reason"]
 
-DST_FOLDERS = (MANIFEST_DIR, "_reports")  # a destination's own folders: never outputs
+DST_FOLDERS = (MANIFEST_DIR, REPORTS_DIR)  # a destination's own folders: never outputs
 _TALLY_REASONS = {Decision.done: "done: unchanged since restored", Decision.qf_range: "outside the QF range"}
 
 

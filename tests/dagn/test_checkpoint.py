@@ -123,3 +123,21 @@ def test_tensors_that_do_not_fit_the_config_are_refused(model_file, tmp_path):
     save_file(tensors, str(tmp_path / "other.safetensors"), metadata=small)
     with pytest.raises(ModelFileError, match="does not hold the model its config describes"):
         load_model(tmp_path / "other.safetensors")
+
+
+@pytest.mark.parametrize("length", [0x80, 0x4B50])  # its first byte is a pickle's; its first two, a zip's "PK"
+def test_a_header_length_that_starts_like_a_pickle_is_still_safetensors(tmp_path, length):
+    """The first bytes of a safetensors file are its header's length: some lengths begin like a pickle or a zip."""
+    model = dagn.build_model("tiny").eval()
+
+    def header_length(pad: int) -> int:
+        path = save_model(model, tmp_path / "m.safetensors", {"pad": "x" * pad})
+        return int.from_bytes(path.read_bytes()[:8], "little")
+
+    base = header_length(0)
+    target = length + -(-(base - length) // 0x10000) * 0x10000 if base > length else length
+    pad = next(p for p in range(max(0, target - base - 16), target - base + 16) if header_length(p) == target)
+    path = save_model(model, tmp_path / "m.safetensors", {"pad": "x" * pad})
+    assert path.read_bytes()[:1] in (b"\x80", b"P")
+    verify_model_file(path)
+    assert load_model(path).config == model.config

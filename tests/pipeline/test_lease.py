@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import json
+import socket
+import subprocess
+import sys
+import threading
 import time
 
 import pytest
 from typer.testing import CliRunner
 
 from jobs.cli import app
+from pipeline import lease as lease_module
 from pipeline.lease import LEASE_FILE, Lease, LeaseHeldError, hold
 from pipeline.storage import S3Settings, read_bytes, resolve, write_bytes_atomic
 
@@ -49,6 +54,49 @@ def test_a_dead_runs_lease_expires_and_a_live_one_is_renewed(dst):
     finally:
         live.release()
     assert not _exists(dst)
+
+
+def test_a_killed_holder_on_this_machine_is_taken_over_before_its_lease_expires(dst):
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    started = lease_module._start_time(gone.pid)
+    gone.wait()
+    here = {"host": socket.gethostname(), "boot": lease_module._BOOT_ID, "expires": time.time() + 300}
+    holders = {
+        "killed": {**here, "pid": gone.pid, "started": started},  # its pid is gone
+        "reused pid": {**here, "pid": 1, "started": "0"},  # pid 1 lives, but is not the process that took the lease
+        "elsewhere": {**here, "host": "another-host", "pid": gone.pid, "started": started},
+    }
+    for what, holder in holders.items():
+        write_bytes_atomic(dst.fs, dst.path(LEASE_FILE), json.dumps({**holder, "what": what}).encode())
+        if what == "elsewhere":  # another machine's process cannot be checked from here: it waits for the expiry
+            with pytest.raises(LeaseHeldError, match="in use by elsewhere"):
+                Lease(dst=dst, s3=S3Settings(), seconds=60, what="next").acquire()
+            continue
+        Lease(dst=dst, s3=S3Settings(), seconds=60, what="next").acquire().release()
+        assert not _exists(dst), what
+
+
+def test_of_runs_racing_for_a_dead_lease_exactly_one_takes_it(tmp_path):
+    dst = resolve(str(tmp_path / "dst"))
+    dead = {"owner": "x", "what": "a killed run", "host": "h", "pid": 1, "expires": time.time() - 1}
+    write_bytes_atomic(dst.fs, dst.path(LEASE_FILE), json.dumps(dead).encode())
+    won, refused, start = [], [], threading.Barrier(8)
+
+    def race() -> None:
+        start.wait()
+        try:
+            won.append(Lease(dst=dst, s3=S3Settings(), seconds=60, what="racer").acquire())
+        except LeaseHeldError:
+            refused.append(1)
+
+    threads = [threading.Thread(target=race) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(won) == 1 and len(refused) == 7
+    assert json.loads(read_bytes(dst.fs, dst.path(LEASE_FILE)))["owner"] == won[0].owner
+    won[0].release()
 
 
 @pytest.mark.slow

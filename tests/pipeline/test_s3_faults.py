@@ -60,6 +60,18 @@ def test_an_s3_stall_is_retried_and_leaves_no_multipart_upload_behind(server):
     assert stored == {f"out/{name}": len(data) for name, data in payloads.items()}
 
 
+def test_uploads_left_by_retried_creates_are_aborted(server):
+    """A CreateMultipartUpload that reached a stalled server and was retried leaves an upload whose id never came
+    back; the write that follows sweeps it away with its own."""
+    client, location = boto3.client("s3"), resolve("s3://stall/out", SETTINGS)
+    orphan = client.create_multipart_upload(Bucket="stall", Key="out/big.png")["UploadId"]
+    other = client.create_multipart_upload(Bucket="stall", Key="out/big.png.old")["UploadId"]  # another key: kept
+    write_bytes_atomic(location.fs, location.path("big.png"), os.urandom(6 * 2**20))
+    left = [(u["Key"], u["UploadId"]) for u in client.list_multipart_uploads(Bucket="stall").get("Uploads", [])]
+    assert left == [("out/big.png.old", other)] and orphan not in dict(left).values()
+    assert client.head_object(Bucket="stall", Key="out/big.png")["ContentLength"] == 6 * 2**20
+
+
 def test_permanent_errors_fail_at_once(server, monkeypatch):
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-the-secret")  # refused with 403: never worth a retry
     location = resolve("s3://stall/out", SETTINGS)

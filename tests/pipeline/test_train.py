@@ -72,7 +72,6 @@ def _config(data: str, out: str, **overrides) -> TrainConfig:
     return TrainConfig.model_validate(values)
 
 
-@pytest.mark.xfail(strict=True, reason="known bug: resume calls its checkpoint a pickle")
 def test_three_stages_with_two_workers_resume_and_export(ray_local, s3_images, s3_bucket, tmp_path):
     out_uri = f"s3://{s3_bucket}/run"
     cfg = _config(s3_images, out_uri)
