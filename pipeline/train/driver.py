@@ -3,20 +3,18 @@
 from __future__ import annotations
 
 import logging
-import os
 import zlib
 from pathlib import Path
 
-import pyarrow.fs as pafs
-
 from dagn.checkpoint import load_model
 from pipeline.ray_session import start_ray
-from pipeline.storage import Location, S3Settings, resolve, write_bytes_atomic
-from pipeline.train.artifacts import MODEL_FILE, exists, remote_metadata, save_remote_model, stage_file
+from pipeline.storage import Location, resolve, write_bytes_atomic
+from pipeline.train.artifacts import MODEL_FILE, exists, save_remote_model, stage_file
 from pipeline.train.config import StageResult, TrainConfig
 from pipeline.train.data import build_train_dataset, list_images, readable_images, split_images
 from pipeline.train.export import export_model
 from pipeline.train.plan import WorkerPlan, plan_workers
+from pipeline.train.resume import ResumePoint, find_resume_point
 from pipeline.train.seed import seed_from_model
 from pipeline.train.worker import train_loop
 
@@ -25,27 +23,7 @@ __all__ = ["run_stage", "train"]
 log = logging.getLogger(__name__)
 
 
-def _latest_checkpoint_name(location: Location, run_name: str) -> str:
-    """Name of the newest checkpoint folder of a run ("" if none): makes a resumed run draw fresh patches."""
-    selector = pafs.FileSelector(location.path(f"checkpoints/{run_name}"), recursive=False, allow_not_found=True)
-    names = [
-        os.path.basename(info.path)
-        for info in location.fs.get_file_info(selector)
-        if info.type == pafs.FileType.Directory and os.path.basename(info.path).startswith("checkpoint")
-    ]
-    return max(names, default="")
-
-
-def _steps_done(out: Location, run_name: str, s3: S3Settings) -> int:
-    """Steps of the run's newest checkpoint (0 when it has none), from its model's metadata (no pickle read)."""
-    latest = _latest_checkpoint_name(out, run_name)
-    relative = f"checkpoints/{run_name}/{latest}/{MODEL_FILE}"
-    if not latest or not exists(out, relative):
-        return 0
-    return int(remote_metadata(out.uri_of(relative), s3).get("step", 0))
-
-
-def _trainer(cfg: TrainConfig, number: int, out: Location, plan: WorkerPlan, val_images: list[str], dataset):
+def _trainer(cfg: TrainConfig, number: int, out: Location, plan: WorkerPlan, val_images: list[str], dataset, resume):
     import ray.train
     from ray.train.torch import TorchConfig, TorchTrainer
 
@@ -56,6 +34,7 @@ def _trainer(cfg: TrainConfig, number: int, out: Location, plan: WorkerPlan, val
             "stage": number,
             "threads": plan.threads,
             "val_images": val_images,
+            "resume": None if resume is None else {"folder": resume.folder, "step": resume.step},
         },
         torch_config=TorchConfig(backend="nccl" if cfg.use_gpu else "gloo"),
         scaling_config=ray.train.ScalingConfig(
@@ -71,7 +50,7 @@ def _trainer(cfg: TrainConfig, number: int, out: Location, plan: WorkerPlan, val
     )
 
 
-def _fit(cfg: TrainConfig, number: int, out: Location):
+def _fit(cfg: TrainConfig, number: int, out: Location, resume: ResumePoint | None):
     """Plan the data and the workers of one stage run, and run it; returns Ray Train's result."""
     import ray
 
@@ -79,7 +58,7 @@ def _fit(cfg: TrainConfig, number: int, out: Location):
     images = readable_images(data, list_images(data), need=1)  # split_images holds out fewer when few
     train_images, val_images = split_images(images, cfg.data_config.val_images)
     start_ray(cfg.ray_address, object_store_bytes=2**30)
-    previous = _latest_checkpoint_name(out, cfg.run_name(number))
+    previous = resume.folder if resume else ""  # a resumed run draws fresh patches
     steps_this_run = min(cfg.stage_steps(number), cfg.steps or cfg.stage_steps(number))
     n_samples = int(steps_this_run * cfg.batch_size * cfg.workers * 1.02) + cfg.batch_size * cfg.workers * 4
     plan = plan_workers(cfg, float(ray.cluster_resources().get("CPU", 1)))
@@ -96,7 +75,7 @@ def _fit(cfg: TrainConfig, number: int, out: Location):
         "stage %d: %d training / %d validation images, %d worker(s) x %s, %d thread(s) each, batch %d per worker",
         number, len(train_images), len(val_images), cfg.workers, plan.resources, plan.threads, cfg.batch_size,
     )  # fmt: skip
-    return _trainer(cfg, number, out, plan, val_images, dataset).fit()
+    return _trainer(cfg, number, out, plan, val_images, dataset, resume).fit()
 
 
 def run_stage(cfg: TrainConfig, number: int) -> StageResult:
@@ -109,13 +88,14 @@ def run_stage(cfg: TrainConfig, number: int) -> StageResult:
     if number > 1 and not exists(out, stage_file(number - 1)):
         raise RuntimeError(f"stage {number} needs stage {number - 1} finished first ({stage_file(number - 1)})")
 
-    done = _steps_done(out, cfg.run_name(number), cfg.s3)
+    resume = find_resume_point(out, cfg.run_name(number))
+    done = resume.step if resume else 0
     if done > total:  # it used to say "resumed at step 250 of 60" and go on
         raise ValueError(
             f"stage {number} has done {done} steps already, more than the {total} planned: plan at least {done} "
             f"(--stage{number}-steps) or train under a new --name"
         )
-    result = _fit(cfg, number, out)
+    result = _fit(cfg, number, out, resume)
     metrics = {k: float(v) for k, v in (result.metrics or {}).items() if isinstance(v, (int, float))}
     step = int(metrics.get("step", 0))
     finished = step >= total

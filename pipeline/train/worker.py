@@ -24,13 +24,13 @@ from pipeline.train.artifacts import (
     MODEL_FILE,
     STATE_FILE,
     load_remote_model,
-    load_state,
     save_remote_model,
     stage_file,
 )
 from pipeline.train.config import TrainConfig
 from pipeline.train.data import ValidationImage, load_validation_set
 from pipeline.train.meter import ThroughputMeter
+from pipeline.train.resume import ResumePoint, load_resume_state
 from pipeline.train.validation import validate
 
 __all__ = ["train_loop"]
@@ -88,15 +88,12 @@ def _build(loop_config: dict[str, Any]) -> _Run:
     return _Run(cfg=cfg, number=number, rank=ctx.get_world_rank(), world=world, device=device, stage=stage)
 
 
-def _resume(run: _Run) -> None:
-    """Continue from the run's latest checkpoint, if any; this invocation does at most ``cfg.steps`` steps."""
-    import ray.train
-
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint is not None:
-        with checkpoint.as_directory() as d:
-            state = load_state(os.path.join(d, STATE_FILE))
-            run.stage.load_state_dict(state)
+def _resume(run: _Run, resume: dict | None) -> None:
+    """Continue from the resume point the driver chose (the newest complete checkpoint on storage, not Ray Train's
+    snapshot, which lags), if any; this invocation does at most ``cfg.steps`` steps."""
+    if resume is not None:
+        state = load_resume_state(resolve(run.cfg.out, run.cfg.s3), ResumePoint(**resume))
+        run.stage.load_state_dict(state)
         if run.rank == 0:
             log.info("stage %d: resumed at step %d of %d", run.number, run.stage.step_count, run.total)
     run.start = run.stage.step_count
@@ -183,7 +180,7 @@ def train_loop(loop_config: dict[str, Any]) -> None:
     """One Ray Train worker of one stage run (``TorchTrainer``'s ``train_loop_per_worker``)."""
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     run = _build(loop_config)
-    _resume(run)
+    _resume(run, loop_config.get("resume"))
     if run.number == 3 and run.rank == 0 and loop_config["val_images"]:
         run.val_images = load_validation_set(
             resolve(run.cfg.data, run.cfg.s3), loop_config["val_images"], run.cfg.data_config
