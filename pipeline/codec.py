@@ -27,17 +27,20 @@ from dagn.io import UnsupportedModeError, merge_alpha, split_alpha
 from pipeline.extensions import JPEG_EXTENSIONS
 
 __all__ = [
+    "MAX_PIXELS",
     "DecodeError",
     "Decoded",
     "EncodeError",
     "OutputFormat",
     "decode_image",
+    "decode_rgb",
     "encode_image",
     "output_format",
     "output_key",
 ]
 
 _ORIENTATION = 0x0112
+MAX_PIXELS = 100_000_000  # the default decompression bomb guard (restore's --max-pixels, training's images)
 _SUFFIXES = {"JPEG": JPEG_EXTENSIONS, "PNG": (".png",), "WEBP": (".webp",)}
 
 
@@ -139,6 +142,17 @@ def decode_image(data: bytes, *, max_pixels: int) -> Decoded:
     except UnsupportedModeError as e:
         raise DecodeError(str(e)) from None
     return Decoded(pixels=pixels, alpha=alpha, format=fmt, icc_profile=icc, exif=exif_bytes)
+
+
+def decode_rgb(data: bytes, *, max_pixels: int) -> np.ndarray:
+    """Decode image bytes as uint8 H x W x 3 RGB (what training cuts patches from), with :func:`decode_image`'s
+    checks; gray images get three equal channels and alpha is dropped.
+
+    Raises:
+        DecodeError: as :func:`decode_image`.
+    """
+    pixels = decode_image(data, max_pixels=max_pixels).pixels
+    return np.ascontiguousarray(np.repeat(pixels[..., None], 3, axis=2)) if pixels.ndim == 2 else pixels
 
 
 _SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7}  # Huffman-coded frames (arithmetic coding has no bit floor)

@@ -6,10 +6,12 @@ S3 credentials come from the standard AWS sources (environment, shared config, i
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
 import posixpath
+import tempfile
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -39,6 +41,7 @@ __all__ = [
     "iter_listing",
     "list_entries",
     "list_files",
+    "local_copy",
     "location",
     "parquet_bytes",
     "read_bytes",
@@ -368,6 +371,26 @@ def parquet_bytes(table: pa.Table) -> bytes:
 def read_bytes(fs: pafs.FileSystem, path: str) -> bytes:
     with fs.open_input_stream(path) as f:
         return f.read()
+
+
+@contextlib.contextmanager
+def local_copy(location: Location, relative: str) -> Iterator[Path]:
+    """A local path holding ``relative`` of ``location`` for the block: the file itself on a local disk, a temporary
+    copy (removed after the block) on S3; for readers that need a path (safetensors, ``torch.load``).
+
+    Raises:
+        FileNotFoundError: when there is no such file.
+    """
+    path = location.path(relative)
+    if isinstance(location.fs, pafs.LocalFileSystem):
+        if not os.path.isfile(path):
+            raise FileNotFoundError(errno.ENOENT, "no such file", location.uri_of(relative))
+        yield Path(path)
+        return
+    with tempfile.TemporaryDirectory(prefix="dagn-") as tmp:
+        local = Path(tmp) / posixpath.basename(relative)
+        local.write_bytes(read_bytes(location.fs, path))
+        yield local
 
 
 def write_bytes_atomic(fs: pafs.FileSystem, path: str, data: bytes) -> None:

@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from pipeline.codec import OutputFormat
+from pipeline.codec import MAX_PIXELS, OutputFormat
 from pipeline.extensions import IMAGE_EXTENSIONS
 from pipeline.storage import Extensions, S3Settings
 
@@ -102,7 +102,7 @@ class RestoreConfig(BaseModel):
         1000, ge=1, description="Finished rows per state part (a killed run redoes at most the blocks in flight)."
     )
     max_pixels: int = Field(
-        100_000_000, ge=1, description="Refuse images with more pixels than this (decompression bomb guard)."
+        MAX_PIXELS, ge=1, description="Refuse images with more pixels than this (decompression bomb guard)."
     )
     extensions: Extensions = Field(DEFAULT_EXTENSIONS, description="Input file extensions (case-insensitive).")
     lease_seconds: float = Field(

@@ -22,7 +22,7 @@ from pipeline.keys import UnsafeKeyError, key_paths
 from pipeline.manifest import SCHEMA, RowStatus, write_shard_part
 from pipeline.restore.plan import qf_skip_reason
 from pipeline.restore.rows import WORK_SCHEMA, pixels_of, work_table
-from pipeline.restore.weights import local_weights
+from pipeline.restore.weights import weights_path
 from pipeline.storage import S3Settings, location, read_bytes, redact, write_bytes_atomic
 
 __all__ = ["ReadStage", "RecordStage", "RestoreStage", "WriteStage"]
@@ -101,14 +101,15 @@ class RestoreStage:
 
         torch.set_num_threads(threads)
         self.node = ray.get_runtime_context().get_node_id()
-        self.restorer = Restorer(
-            local_weights(weights, s3),
-            device=device,
-            tile=tile,
-            tile_overlap=tile_overlap,
-            batch_size=batch_size,
-            context=context_setting(context),
-        )
+        with weights_path(weights, s3) as path:
+            self.restorer = Restorer(
+                path,
+                device=device,
+                tile=tile,
+                tile_overlap=tile_overlap,
+                batch_size=batch_size,
+                context=context_setting(context),
+            )
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         rows = batch.to_pylist()

@@ -1,33 +1,28 @@
-"""The model file: checked once in the driver, fetched once per worker process when it lives on S3."""
+"""The model file: checked once in the driver, fetched by each loading process when it lives on S3."""
 
 from __future__ import annotations
 
-import hashlib
-import os
-import tempfile
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow.fs as pafs
 
 from pipeline.restore.config import RestoreConfig
-from pipeline.storage import S3Settings, is_s3, read_bytes, resolve_file
+from pipeline.storage import S3Settings, is_s3, local_copy, resolve_file
 
-__all__ = ["check_weights", "local_weights"]
+__all__ = ["check_weights", "weights_path"]
 
 
-def local_weights(weights: str | None, s3: S3Settings) -> str | None:
-    """A local path for ``weights``: s3:// model files are downloaded once per process into a temporary folder."""
+@contextlib.contextmanager
+def weights_path(weights: str | None, s3: S3Settings) -> Iterator[str | None]:
+    """A local path for ``weights`` for the block (None stays None: the shipped weights); an s3:// model file is
+    copied for the block (a copy per loading process, so a model replaced at the same URI is never served stale)."""
     if weights is None or not is_s3(weights):
-        return weights
-    where, name = resolve_file(weights, s3)
-    digest = hashlib.sha256(weights.encode()).hexdigest()[:12]
-    local = Path(tempfile.gettempdir()) / "dagn-weights" / f"{digest}-{name}"
-    if not local.exists():
-        local.parent.mkdir(parents=True, exist_ok=True)
-        tmp = local.with_name(f".{local.name}.{os.getpid()}.tmp")
-        tmp.write_bytes(read_bytes(where.fs, where.path(name)))
-        tmp.replace(local)
-    return str(local)
+        yield weights
+        return
+    with local_copy(*resolve_file(weights, s3)) as path:
+        yield str(path)
 
 
 def check_weights(cfg: RestoreConfig) -> None:
@@ -43,7 +38,9 @@ def check_weights(cfg: RestoreConfig) -> None:
         where, name = resolve_file(cfg.weights, cfg.s3)
         if where.fs.get_file_info(where.path(name)).type != pafs.FileType.File:
             raise FileNotFoundError(f"model file not found: {cfg.weights}")
-        path = local_weights(cfg.weights, cfg.s3)
+        with weights_path(cfg.weights, cfg.s3) as path:
+            verify_model_file(path)
+        return
     else:
         path = cfg.weights
         if not Path(path).is_file():

@@ -5,16 +5,14 @@ OUT may be S3, and safetensors loads from a local file, so files go through a te
 
 from __future__ import annotations
 
-import contextlib
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow.fs as pafs
 
 from dagn.checkpoint import load_model, read_metadata, save_model
 from dagn.models import DAGN
-from pipeline.storage import Location, S3Settings, read_bytes, resolve_file, write_bytes_atomic
+from pipeline.storage import Location, S3Settings, local_copy, resolve_file, write_bytes_atomic
 
 __all__ = [
     "MODEL_FILE",
@@ -60,22 +58,13 @@ def exists(location: Location, relative: str) -> bool:
     return location.fs.get_file_info(location.path(relative)).type == pafs.FileType.File
 
 
-@contextlib.contextmanager
-def _downloaded(location: Location, relative: str) -> Iterator[Path]:
-    """A model file of a folder or S3 location as a local temporary file."""
-    with tempfile.TemporaryDirectory() as tmp:
-        local = Path(tmp) / "model.safetensors"
-        local.write_bytes(read_bytes(location.fs, location.path(relative)))
-        yield local
-
-
 def load_remote_model(location: Location, relative: str) -> DAGN:
-    with _downloaded(location, relative) as local:
+    with local_copy(location, relative) as local:
         return load_model(local)
 
 
 def remote_metadata(uri: str, s3: S3Settings) -> dict[str, str]:
-    with _downloaded(*resolve_file(uri, s3)) as local:
+    with local_copy(*resolve_file(uri, s3)) as local:
         return read_metadata(local)
 
 

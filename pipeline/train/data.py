@@ -4,7 +4,8 @@ The plan is made on the driver and is deterministic: the image list (sorted keys
 ``val_images`` keys with the smallest SHA-1 of their name, so adding images rarely moves it), and a sequence of
 (image, seed) rows, each visiting one training image in a shuffled order, epoch after epoch. The CPU work runs in
 a pool of Ray Data actors with fractional ``num_cpus`` (a 2-core machine would otherwise hang with every core held by
-trainers): read the bytes through :mod:`pipeline.storage`, decode with Pillow (EXIF orientation applied), and cut
+trainers): read the bytes through :mod:`pipeline.storage`, decode with :mod:`pipeline.codec` (the restore path's
+checks, EXIF orientation applied), and cut
 ``patches_per_image`` pairs with :func:`dagn.degradation.degrade`, seeded by the row, so a run is reproducible. The
 trainers read their share with ``ray.train.get_dataset_shard`` and a local shuffle buffer mixes patches of
 different images within a batch.
@@ -12,18 +13,18 @@ different images within a batch.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import io
 import logging
 import math
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 
 from dagn import jpeg
 from dagn.degradation import DegradationConfig, degrade
+from pipeline.codec import MAX_PIXELS, decode_rgb
 from pipeline.extensions import IMAGE_EXTENSIONS
 from pipeline.keys import key_problem
 from pipeline.ray_tweaks import with_idle_backoff
@@ -36,7 +37,6 @@ __all__ = [
     "PatchMaker",
     "ValidationImage",
     "build_train_dataset",
-    "decode_image",
     "load_validation_set",
     "make_patches",
     "plan_rows",
@@ -179,31 +179,18 @@ def plan_rows(images: list[str], n_rows: int, seed: int) -> list[dict[str, objec
     return rows
 
 
-def decode_image(data: bytes) -> np.ndarray:
-    """Encoded bytes -> uint8 H x W x 3 RGB, EXIF orientation applied."""
-    with Image.open(io.BytesIO(data)) as im:
-        return np.asarray(ImageOps.exif_transpose(im).convert("RGB"))
-
-
-@functools.lru_cache(maxsize=4)
-def _location(uri: str, s3_json: str) -> Location:
-    return resolve(uri, S3Settings.model_validate_json(s3_json))
-
-
 def _decode_or_none(location: Location, path: str) -> np.ndarray | None:
     try:
-        return decode_image(read_bytes(location.fs, location.path(path)))
+        return decode_rgb(read_bytes(location.fs, location.path(path)), max_pixels=MAX_PIXELS)
     except Exception as e:  # damage past the header, which readable_images checked
         log.warning("skipping unreadable training image %s: %s", location.uri_of(path), e)
         return None
 
 
 def make_patches(
-    batch: dict[str, np.ndarray], *, data_uri: str, s3_json: str, degradation_json: str, patches_per_image: int
+    batch: dict[str, np.ndarray], *, location: Location, cfg: DegradationConfig, patches_per_image: int
 ) -> dict[str, np.ndarray]:
-    """Ray Data UDF: rows {path, seed} -> ``patches_per_image`` rows {clean, jpeg, quality} per input row."""
-    location = _location(data_uri, s3_json)
-    cfg = DegradationConfig.model_validate_json(degradation_json)
+    """Rows {path, seed} -> ``patches_per_image`` rows {clean, jpeg, quality} per input row."""
     clean, jpegs, qualities = [], [], []
     decoded = {path: _decode_or_none(location, path) for path in dict.fromkeys(str(p) for p in batch["path"])}
     images = {path: image for path, image in decoded.items() if image is not None}
@@ -225,13 +212,15 @@ def make_patches(
 
 
 class PatchMaker:
-    """Ray Data actor running :func:`make_patches`: its process and imports live for the whole run."""
+    """Ray Data actor running :func:`make_patches`: its process, imports and storage client live for the whole run."""
 
-    def __init__(self, **kwargs: object) -> None:
-        self.kwargs = kwargs
+    def __init__(self, *, data_uri: str, s3_json: str, degradation_json: str, patches_per_image: int) -> None:
+        self.location = resolve(data_uri, S3Settings.model_validate_json(s3_json))
+        self.cfg = DegradationConfig.model_validate_json(degradation_json)
+        self.patches_per_image = patches_per_image
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return make_patches(batch, **self.kwargs)
+        return make_patches(batch, location=self.location, cfg=self.cfg, patches_per_image=self.patches_per_image)
 
 
 def build_train_dataset(
@@ -270,7 +259,7 @@ def load_validation_set(location: Location, images: list[str], cfg: DataConfig) 
     """The held-out images as centre crops (side ``val_size``, or the largest multiple of 16 that fits)."""
     out = []
     for name in images:
-        image = decode_image(read_bytes(location.fs, location.path(name)))
+        image = decode_rgb(read_bytes(location.fs, location.path(name)), max_pixels=MAX_PIXELS)
         h, w = image.shape[:2]
         side_h = min(cfg.val_size, h) // 16 * 16
         side_w = min(cfg.val_size, w) // 16 * 16

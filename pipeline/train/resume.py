@@ -12,14 +12,12 @@ from __future__ import annotations
 import logging
 import os
 import posixpath
-import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 
 import pyarrow.fs as pafs
 
 from dagn.checkpoint import verify_model_file
-from pipeline.storage import Location, read_bytes
+from pipeline.storage import Location, local_copy
 from pipeline.train.artifacts import MODEL_FILE, STATE_FILE, load_state
 
 __all__ = ["ResumePoint", "find_resume_point", "load_resume_state"]
@@ -46,25 +44,18 @@ def _checkpoint_folders(out: Location, run_name: str) -> list[str]:
     return [f"checkpoints/{run_name}/{name}" for name in sorted(names, reverse=True)]
 
 
-def _local_copy(out: Location, relative: str, tmp: str) -> Path:
-    if isinstance(out.fs, pafs.LocalFileSystem):
-        return Path(out.path(relative))
-    local = Path(tmp) / posixpath.basename(relative)
-    local.write_bytes(read_bytes(out.fs, out.path(relative)))
-    return local
-
-
 def _checked(out: Location, folder: str) -> ResumePoint | None:
     """The folder as a resume point once its model verifies and its state loads, else None (with a warning)."""
-    with tempfile.TemporaryDirectory() as tmp:
-        try:
-            meta = verify_model_file(_local_copy(out, f"{folder}/{MODEL_FILE}", tmp))
-            load_state(_local_copy(out, f"{folder}/{STATE_FILE}", tmp))
-        except (FileNotFoundError, ValueError) as e:  # ModelFileError and a refused state are ValueErrors
-            missing = isinstance(e, FileNotFoundError)
-            problem = f"{os.path.basename(str(e.filename or 'a file'))} is missing" if missing else str(e)
-            log.warning("passing over the incomplete checkpoint %s: %s", out.uri_of(folder), problem)
-            return None
+    try:
+        with local_copy(out, f"{folder}/{MODEL_FILE}") as model:
+            meta = verify_model_file(model)
+        with local_copy(out, f"{folder}/{STATE_FILE}") as state:
+            load_state(state)
+    except (FileNotFoundError, ValueError) as e:  # ModelFileError and a refused state are ValueErrors
+        missing = isinstance(e, FileNotFoundError)
+        problem = f"{posixpath.basename(str(e.filename or 'a file'))} is missing" if missing else str(e)
+        log.warning("passing over the incomplete checkpoint %s: %s", out.uri_of(folder), problem)
+        return None
     return ResumePoint(folder=folder, step=int(meta.get("step", 0)))
 
 
@@ -75,5 +66,5 @@ def find_resume_point(out: Location, run_name: str) -> ResumePoint | None:
 
 def load_resume_state(out: Location, point: ResumePoint) -> dict:
     """The stage state of a resume point (in a worker), loaded without running any pickled code."""
-    with tempfile.TemporaryDirectory() as tmp:
-        return load_state(_local_copy(out, f"{point.folder}/{STATE_FILE}", tmp))
+    with local_copy(out, f"{point.folder}/{STATE_FILE}") as state:
+        return load_state(state)

@@ -14,6 +14,7 @@ from pipeline.storage import resolve
 from pipeline.train.data import (
     TRAINING_DEGRADATION,
     DataConfig,
+    PatchMaker,
     load_validation_set,
     make_patches,
     plan_rows,
@@ -55,12 +56,7 @@ def test_plan_visits_every_image_each_epoch_deterministically():
 def test_make_patches_from_a_folder(folder):
     cfg = TRAINING_DEGRADATION.model_copy(update={"patch_size": 32})
     batch = {"path": np.array(["a/astronaut.png", "coffee.jpg"]), "seed": np.array([1, 2])}
-    kwargs = {
-        "data_uri": str(folder),
-        "s3_json": "{}",
-        "degradation_json": cfg.model_dump_json(),
-        "patches_per_image": 3,
-    }
+    kwargs = {"location": resolve(str(folder)), "cfg": cfg, "patches_per_image": 3}
     out = make_patches(batch, **kwargs)
     assert out["clean"].shape == out["jpeg"].shape == (6, 32, 32, 3)
     assert out["clean"].dtype == np.uint8 and out["quality"].shape == (6,)
@@ -110,9 +106,11 @@ def test_unreadable_training_images_are_skipped_by_name(damaged_folder, caplog):
 
     cfg = TRAINING_DEGRADATION.model_copy(update={"patch_size": 32})
     batch = {"path": np.array(["truncated.jpg", "coffee.jpg", "truncated.jpg"]), "seed": np.array([1, 2, 3])}
-    kwargs = {"data_uri": str(damaged_folder), "s3_json": "{}", "degradation_json": cfg.model_dump_json()}
+    maker = PatchMaker(
+        data_uri=str(damaged_folder), s3_json="{}", degradation_json=cfg.model_dump_json(), patches_per_image=2
+    )  # as the Ray Data actor makes them
     with caplog.at_level("WARNING"):
-        out = make_patches(batch, **kwargs, patches_per_image=2)
+        out = maker(batch)
     assert out["clean"].shape == (6, 32, 32, 3)  # the bad image's rows come from the good one: no patches lost
     assert "skipping unreadable training image" in caplog.text and "truncated.jpg" in caplog.text
 
