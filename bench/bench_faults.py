@@ -3,9 +3,10 @@
 One run on a private SeaweedFS server and a private local Ray. ``--images`` small JPEGs are restored twice from the
 same S3 prefix: once without faults (the reference) and once while this script injects, as outputs appear, a kill
 -9 of a model actor, a kill -9 of a write actor, a stall of the S3 server (SIGSTOP for ``--stall`` seconds) and a
-kill -9 of the driver with its whole Ray; the killed run is then run again to completion (after its lease expired).
-It prints faults injected, outputs expected / present / duplicated (inputs restored ok by more than one run: work
-done twice) / wrong (not pixel-identical to the reference).
+kill -9 of the driver with its whole Ray; the killed run is then run again to completion (it takes the dead run's
+lease over at once). It prints faults injected, outputs expected / present / lost (missing, or not ok in the final
+state) / duplicated (work done twice: inside the killed run, a block retried after an actor kill; by the rerun, an
+input that already had its output) / wrong (not pixel-identical to the reference).
 
     .venv/bin/python bench/bench_faults.py --images 300
 """
@@ -21,6 +22,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import boto3
@@ -116,21 +119,43 @@ def _outputs(client, prefix: str) -> dict[str, bytes]:
     return {k[len(prefix) + 1 :]: client.get_object(Bucket=BUCKET, Key=k)["Body"].read() for k in keys}
 
 
-def _ok_rows_per_input(client, prefix: str) -> dict[str, int]:
-    """Restored-ok rows per input over every run's manifest (runs compacted, plus parts of killed runs)."""
-    counts: dict[str, int] = {}
-    page = client.list_objects_v2(Bucket=BUCKET, Prefix=f"{prefix}/_manifest/")
-    for obj in page.get("Contents", []):
-        if obj["Key"].endswith(".parquet"):
-            table = pq.read_table(io.BytesIO(client.get_object(Bucket=BUCKET, Key=obj["Key"])["Body"].read()))
-            for row in table.select(["input", "status"]).to_pylist():
-                if row["status"] == "ok":
-                    counts[row["input"]] = counts.get(row["input"], 0) + 1
-    return counts
+def _state_rows(client, prefix: str, *, parts_only: bool = False) -> list[dict]:
+    """Every row of every state file under ``prefix/_manifest/state/`` (or of its uncompacted parts only)."""
+    rows = []
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=f"{prefix}/_manifest/state/"):
+        for obj in page.get("Contents", []):
+            name = obj["Key"].rsplit("/", 1)[-1]
+            if name.endswith(".parquet") and (name.startswith("part-") or not parts_only):
+                body = client.get_object(Bucket=BUCKET, Key=obj["Key"])["Body"].read()
+                rows += pq.read_table(io.BytesIO(body), columns=["key", "status", "decision", "run_id"]).to_pylist()
+    return rows
 
 
-def _faulted_run(work: Path, common: list[str], env: dict[str, str], client, server, args) -> tuple[list[str], int]:
-    """The restore into out/ with the faults injected as its outputs appear; the faults and the last exit code."""
+@dataclass
+class Killed:
+    """What the driver kill left: the outputs present and the rows of the killed runs' uncompacted parts."""
+
+    outputs: set[str] = field(default_factory=set)
+    part_rows: list[dict] = field(default_factory=list)
+
+    def redone_within(self) -> int:
+        """Inputs restored twice inside one killed run (a block retried after an actor kill): ok rows of one key and
+        one run in more than one part."""
+        seen = Counter((r["key"], r["run_id"]) for r in self.part_rows if r["status"] == "ok")
+        return sum(1 for n in seen.values() if n > 1)
+
+    def redone_by_rerun(self, final_rows: list[dict]) -> int:
+        """Inputs that had an output before the rerun and that the rerun restored again (decision ``new``)."""
+        killed_runs = {r["run_id"] for r in self.part_rows}
+        again = {r["key"] for r in final_rows if r["decision"] == "new" and r["run_id"] not in killed_runs}
+        return len(again & self.outputs)
+
+
+def _faulted_run(
+    work: Path, common: list[str], env: dict[str, str], client, server, args
+) -> tuple[list[str], int, Killed]:
+    """The restore into out/ with the faults injected as its outputs appear; the faults, the last exit code and what
+    the driver kill left."""
     faults: list[str] = []
     run = Run(work, "out", common, env)
 
@@ -166,14 +191,14 @@ def _faulted_run(work: Path, common: list[str], env: dict[str, str], client, ser
     if run.process.poll() is None:
         run.kill()
         faults.append("kill -9 of the driver and its Ray, then a rerun")
-        time.sleep(6)  # the killed run's lease expires
-        return faults, _run_to_end(work, "out", common, env)
-    return faults, run.wait()
+        killed = Killed(outputs=set(_outputs(client, "out")), part_rows=_state_rows(client, "out", parts_only=True))
+        return faults, _run_to_end(work, "out", common, env), killed  # its lease is taken over: its pid is gone
+    return faults, run.wait(), Killed()
 
 
-def _print_table(client, reference: dict[str, bytes], faults: list[str], code: int) -> None:
+def _print_table(client, reference: dict[str, bytes], faults: list[str], code: int, killed: Killed) -> None:
     outputs = _outputs(client, "out")
-    counts = _ok_rows_per_input(client, "out")
+    final = _state_rows(client, "out")
     wrong = sum(
         1
         for key, data in outputs.items()
@@ -186,11 +211,15 @@ def _print_table(client, reference: dict[str, bytes], faults: list[str], code: i
     print(f"\nfaults injected ({len(faults)}):")
     for f in faults:
         print(f"  - {f}")
-    print("\n| outputs expected | present | lost | duplicated | wrong | multipart uploads left | last exit |")
-    print("|---:|---:|---:|---:|---:|---:|---:|")
+    lost = len(set(reference) - set(outputs)) + sum(1 for r in final if r["status"] != "ok")
     print(
-        f"| {len(reference)} | {len(outputs)} | {len(set(reference) - set(outputs))} | "
-        f"{sum(1 for n in counts.values() if n > 1)} | {wrong} | {len(uploads)} | {code} |"
+        "\n| outputs expected | present | lost | duplicated within a run | duplicated by the rerun | wrong "
+        "| multipart uploads left | last exit |"
+    )
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print(
+        f"| {len(reference)} | {len(outputs)} | {lost} | {killed.redone_within()} | "
+        f"{killed.redone_by_rerun(final)} | {wrong} | {len(uploads)} | {code} |"
     )
 
 
@@ -217,8 +246,8 @@ def main() -> None:
         _run_to_end(work, "ref", common, env)
         reference = _outputs(client, "ref")
         print(f"fault-free run: {len(reference)} outputs in {time.monotonic() - start:.0f} s", flush=True)
-        faults, code = _faulted_run(work, common, env, client, server, args)
-        _print_table(client, reference, faults, code)
+        faults, code, killed = _faulted_run(work, common, env, client, server, args)
+        _print_table(client, reference, faults, code, killed)
         print(f"\nlogs: {work}")
 
 
