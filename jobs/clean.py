@@ -82,6 +82,6 @@ def clean(
     )
     out = Console()
     out.print(table)
-    out.print(f"report: {result.report}")
+    out.print(f"report: {result.summary['page']} (summary.json and summary.md beside it)")
     if result.failed:
         raise typer.Exit(1)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Annotated
 
-import pyarrow.compute as pc
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -99,7 +98,7 @@ def _run_with_progress(cfg: RestoreConfig, record: RunRecord):
                 counts[status] = counts.get(status, 0) + n
             text = f"ok {counts['ok']}  skipped {counts['skipped']}  failed {counts['failed']}"
             progress.update(task, advance=sum(weights), counts=text)
-            record.add(rows.filter(pc.is_valid(rows["status"])))  # tallies of files that are no input have none
+            record.add(rows)
 
         return run_restore(cfg, on_rows=on_rows)
 

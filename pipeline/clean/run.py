@@ -6,7 +6,8 @@
     scan                     actors: per shard, unchanged files reused, the rest read by their first bytes; the
       |                      shard's report, scan state and restore list are written there; only counts come back
     restore                  the restore pipeline over the folder of restore lists (max_qf = threshold - 1 as a guard)
-    summary                  REPORTS/clean-<run>/summary.json and summary.md, from the counts (no table in the driver)
+    summary                  REPORTS/clean-<run>/summary.json and summary.md, from the counts (no table in the driver),
+                             and index.html, the run's page (pipeline.report)
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ from pipeline.clean.scan import COUNT_NAMES, ShardScan
 from pipeline.lease import hold
 from pipeline.listing import Shard, discover_shards
 from pipeline.manifest import new_run_id
-from pipeline.storage import location, write_bytes_atomic
+from pipeline.report import RunRecord, write_report
+from pipeline.storage import Location, location, write_bytes_atomic
 
 __all__ = ["CleanResult", "run_clean"]
 
@@ -75,10 +77,10 @@ def _scan(cfg: CleanConfig, run_id: str) -> tuple[dict[str, int], list[int]]:
     return counts, bins
 
 
-def _restore(cfg: CleanConfig, folder) -> dict[str, Any]:
+def _restore(cfg: CleanConfig, folder: Location, record: RunRecord) -> dict[str, Any]:
     from pipeline.restore import run_restore
 
-    summary = run_restore(cfg.restore_config(folder.uri_of("restore-list")))
+    summary = run_restore(cfg.restore_config(folder.uri_of("restore-list")), on_rows=record.add)
     return {
         "run_id": summary.run_id,
         "ok": summary.ok,
@@ -109,13 +111,14 @@ def _clean(cfg: CleanConfig, on_stage: Callable[[str], None] | None) -> CleanRes
     run_id = new_run_id()
     reports = location(cfg.reports_uri, cfg.s3)
     folder = reports.child(f"clean-{run_id}")
+    record = RunRecord(run_id=f"clean-{run_id}", command="clean", src=cfg.src, dst=cfg.dst or "(scan only)")
     say("scan")
     counts, bins = _scan(cfg, run_id)
     scan_seconds = time.perf_counter() - started
     restore = None
     if counts["below_threshold"] and cfg.dst is not None and not cfg.dry_run:
         say("restore")
-        restore = _restore(cfg, folder)
+        restore = _restore(cfg, folder, record)
     say("report")
     qf_histogram = histogram([])
     for b, n in zip(qf_histogram, bins, strict=True):
@@ -134,6 +137,24 @@ def _clean(cfg: CleanConfig, on_stage: Callable[[str], None] | None) -> CleanRes
         "qf_histogram": qf_histogram,
         "restore": restore,
     }
+    summary["page"] = _write_page(cfg, record, counts, bins, reports)
     write_bytes_atomic(folder.fs, folder.path("summary.json"), json.dumps(summary, indent=2).encode())
     write_bytes_atomic(folder.fs, folder.path("summary.md"), markdown(summary).encode())
     return CleanResult(run_id=run_id, report=folder.uri, summary=summary)
+
+
+def _write_page(cfg: CleanConfig, record: RunRecord, counts: dict[str, int], bins: list[int], reports: Location) -> str:
+    """The run's page beside its summary: what the scan found (its QF histogram, its counts as the "scan" reasons)
+    and, from the restore's rows as they streamed past, what was restored, the throughput, failures and crops."""
+    record.qf_found = list(bins)  # the scan saw every JPEG; the restore's rows only those below the threshold
+    record.seconds = max(record.seconds, time.time() - record.started)
+    record.reasons["scan"] = {
+        f"JPEG, quality below {cfg.threshold}": counts["below_threshold"],
+        f"JPEG, quality {cfg.threshold} or more": counts["jpeg"] - counts["below_threshold"],
+        **{label: counts[name] for name, label in _SCAN_LABELS.items()},
+    }
+    dst = location(cfg.dst, cfg.s3) if cfg.dst is not None else reports
+    return write_report(record, location(cfg.src, cfg.s3), dst, reports)
+
+
+_SCAN_LABELS = {"not_jpeg": "not a JPEG", "unreadable": "unreadable", "empty": "empty"}

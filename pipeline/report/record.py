@@ -62,6 +62,8 @@ class RunRecord(BaseModel):
         columns = ("input", "output", "status", "reason", "error", "qf", "width", "height", "count")
         for row in rows.select([c for c in columns if c in rows.column_names]).to_pylist():
             status, weight = row["status"], row.get("count") or 1  # a tally row stands for ``count`` inputs
+            if status is None:  # a tally of listed files that are no input (planning's): nothing to report
+                continue
             self.counts[status] = self.counts.get(status, 0) + weight
             if status != "ok":
                 self._count_reason(status, _reason(status, row.get("reason"), row.get("error")), weight)

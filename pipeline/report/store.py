@@ -1,5 +1,5 @@
-"""Where run reports live: ``DST/_reports/<run>/`` holds ``index.html``, ``report.json`` (the :class:`RunRecord`)
-and ``crops/``; :func:`list_reports` finds them again for ``dagn report``."""
+"""Where run reports live: ``DST/_reports/<run>/`` (a clean run's: ``REPORTS/clean-<run>/``) holds ``index.html``,
+``report.json`` (the :class:`RunRecord`) and ``crops/``; :func:`list_reports` finds them again for ``dagn report``."""
 
 from __future__ import annotations
 
@@ -19,9 +19,11 @@ REPORTS_DIR = "_reports"
 PAGE, RECORD = "index.html", "report.json"
 
 
-def write_report(record: RunRecord, src: Location, dst: Location) -> str:
-    """Write the report of ``record`` below DST (crops of its sample read from SRC and DST); returns the page's URI."""
-    folder = posixpath.join(REPORTS_DIR, record.run_id)
+def write_report(record: RunRecord, src: Location, dst: Location, reports: Location | None = None) -> str:
+    """Write the report of ``record`` to ``REPORTS/<run>/`` (default REPORTS: ``DST/_reports``), with crops of its
+    sample read from SRC and DST; returns the page's URI."""
+    out = reports or dst.child(REPORTS_DIR)
+    folder = record.run_id
     crops = []
     for i, (input_uri, output_uri) in enumerate(record.sample):
         pair = crop_pair(input_uri, output_uri, src, dst)
@@ -29,11 +31,11 @@ def write_report(record: RunRecord, src: Location, dst: Location) -> str:
             continue
         names = (f"crops/{i}-before.png", f"crops/{i}-after.png")
         for name, data in zip(names, pair, strict=True):
-            write_bytes_atomic(dst.fs, dst.path(posixpath.join(folder, name)), data)
+            write_bytes_atomic(out.fs, out.path(posixpath.join(folder, name)), data)
         crops.append((posixpath.basename(input_uri), *names))
-    write_bytes_atomic(dst.fs, dst.path(posixpath.join(folder, RECORD)), record.model_dump_json(indent=1).encode())
-    write_bytes_atomic(dst.fs, dst.path(posixpath.join(folder, PAGE)), render_page(record, crops).encode())
-    return dst.uri_of(posixpath.join(folder, PAGE))
+    write_bytes_atomic(out.fs, out.path(posixpath.join(folder, RECORD)), record.model_dump_json(indent=1).encode())
+    write_bytes_atomic(out.fs, out.path(posixpath.join(folder, PAGE)), render_page(record, crops).encode())
+    return out.uri_of(posixpath.join(folder, PAGE))
 
 
 def list_reports(dst: Location) -> list[RunRecord]:

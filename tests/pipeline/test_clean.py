@@ -117,6 +117,21 @@ def test_clean_on_s3_then_incremental(ray_local, s3_server, s3_bucket, tmp_path)
     assert summary["scan"] == {**summary["scan"], "read": 6, "reused": 0}
     markdown = _get(s3, s3_bucket, f"clean/{report}/summary.md").decode()
     assert "| 11-20 | 2 |" in markdown
+    # The run's page: the scan's findings and histogram, and what the restore did, with before/after crops.
+    assert summary["page"] == f"{dst}/{report}/index.html"
+    record = json.loads(_get(s3, s3_bucket, f"clean/{report}/report.json"))
+    assert (record["command"], record["counts"], record["qf_found"]) == (
+        "clean",
+        {"ok": 3},
+        [0, 2, 1, 0, 0, 0, 0, 0, 1, 0],
+    )
+    assert record["reasons"]["scan"] == {
+        "JPEG, quality below 50": 3, "JPEG, quality 50 or more": 1, "not a JPEG": 1, "unreadable": 0, "empty": 1
+    }  # fmt: skip
+    assert sum(record["qf_restored"]) == 3 and len(record["sample"]) == 3
+    page = _get(s3, s3_bucket, f"clean/{report}/index.html").decode()
+    crops = [k for k in outputs if k.startswith(f"{report}/crops/")]
+    assert len(crops) == 6 and all(k.split("/", 2)[2] in page for k in crops)
     # The report is written per shard (here the top level and 2024/), as are the restore lists.
     shard_reports = sorted(k for k in outputs if k.startswith(f"{report}/scan/"))
     assert len(shard_reports) == 2
@@ -161,6 +176,10 @@ def test_scan_only_run(ray_local, s3_server, s3_bucket, tmp_path):
     assert summary["restore"] is None
     assert summary["counts"]["below_threshold"] == 1
     assert [p.read_text().split() for p in (folder / "restore-list").iterdir()] == [["a.jpg"]]
+    assert summary["page"] == str(folder / "index.html")
+    assert "JPEG, quality below 50" in (folder / "index.html").read_text()
+    record = json.loads((folder / "report.json").read_text())
+    assert record["reasons"]["scan"]["JPEG, quality below 50"] == 1 and sum(record["qf_found"]) == 2
     assert _keys(s3, s3_bucket, "in/") == {"a.jpg", "b.jpg"}  # nothing written next to the source
 
 
