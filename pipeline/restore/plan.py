@@ -181,6 +181,9 @@ def _plan_one(opts, src, dst, row, before, outputs, claimed) -> tuple[Decision, 
         out = key_paths(key, src, dst, opts.fmt).out_key
     except UnsafeKeyError as e:
         return Decision.unsafe_key, {**row, "status": RowStatus.failed.value, "error": str(e)}
+    if out.split("/")[0] in DST_FOLDERS:  # e.g. SRC is an earlier DST: its reports would overwrite this run's
+        error = f"refused key {key!r}: its output would land in DST/{out.split('/')[0]}/, dagn's own folder"
+        return Decision.unsafe_key, {**row, "status": RowStatus.failed.value, "error": error}
     if out in claimed:
         error = f"output name {out} is also the output of {claimed[out]}; rename one"
         return Decision.name_clash, {**row, "status": RowStatus.failed.value, "error": error}

@@ -130,3 +130,22 @@ def test_clean_scan_refuses_unsafe_keys_unread(tmp_path):
     (tmp_path / "x.jpg").write_bytes(_jpeg(0))
     row = probe(resolve(str(tmp_path / "src")), "../x.jpg", size=100)
     assert row["kind"] == "unreadable" and row["error"].startswith("refused key '../x.jpg'") and "qf" not in row
+
+
+def test_inputs_whose_outputs_would_land_in_dst_own_folders_are_refused(tmp_path):
+    """SRC an earlier DST: its _reports/ crops would be restored over this run's reports, its _manifest/ likewise."""
+    from pipeline.listing import Shard
+    from pipeline.restore.plan import PlanOptions, plan_shard
+
+    for key in ("_reports/run/crops/0-before.png", "_manifest/x.jpg", "a.jpg", "sub/_reports/b.jpg"):
+        (tmp_path / "src" / key).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "src" / key).write_bytes(_jpeg(0))
+    opts = PlanOptions(
+        str(tmp_path / "src"), str(tmp_path / "dst"), S3Settings(), OutputFormat.same, (".jpg", ".png"),
+        False, None, None, "run", dry_run=True,
+    )  # fmt: skip
+    rows = [r for block in plan_shard(Shard("", True), opts) for r in block if r.get("key")]
+    assert sorted(r["key"] for r in rows if r["status"] == "pending") == ["a.jpg", "sub/_reports/b.jpg"]
+    failed = {r["key"]: r["error"] for r in rows if r["status"] == "failed"}
+    assert set(failed) == {"_reports/run/crops/0-before.png", "_manifest/x.jpg"}
+    assert all("dagn's own folder" in error for error in failed.values())
