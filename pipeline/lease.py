@@ -116,7 +116,7 @@ class Lease:
             if self._precondition_failed(e):
                 raise LeaseHeldError(_held_message(self.dst, {"what": "another run that just took it over"})) from None
             raise
-        log.warning("took over the expired lease of %s", _describe(holder))
+        log.warning("took over the lease of %s: it expired, or its process on this machine is gone", _describe(holder))
 
     def _renew_s3(self) -> None:
         client, (bucket, key) = self._client(), self._bucket_key()
@@ -125,7 +125,17 @@ class Lease:
         except Exception as e:
             if not self._precondition_failed(e):
                 raise
-            self.lost = True
+            # A retried PUT whose first try went through (its answer lost in a stall) fails its own If-Match: the
+            # lease is then still ours, under the ETag of that first try.
+            try:
+                current = client.get_object(Bucket=bucket, Key=key)
+            except client.exceptions.NoSuchKey:
+                self.lost = True
+                return
+            if _parse(current["Body"].read()).get("owner") == self.owner:
+                self.etag = current["ETag"]
+            else:
+                self.lost = True
 
     def _release_s3(self) -> None:
         client, (bucket, key) = self._client(), self._bucket_key()
@@ -173,7 +183,7 @@ class Lease:
                 raise LeaseHeldError(_held_message(self.dst, holder))
             self._write_local()
         if holder is not None:
-            log.warning("took over the lease of %s", _describe(holder))
+            log.warning("took over the lease of %s: it expired, or its process is gone", _describe(holder))
 
     def _renew_local(self) -> None:
         with self._locked() as holder:

@@ -76,6 +76,26 @@ def test_a_killed_holder_on_this_machine_is_taken_over_before_its_lease_expires(
         assert not _exists(dst), what
 
 
+def test_a_renewal_retried_after_its_first_try_went_through_keeps_the_lease(s3_bucket):
+    """In an S3 stall a renewal's first PUT can land while its answer is lost: the retry then fails its own If-Match.
+    The lease is still this run's; only another owner's lease means it is lost."""
+    dst = resolve(f"s3://{s3_bucket}/dst")
+    lease = Lease(dst=dst, s3=S3Settings(), seconds=60, what="stalled").acquire()
+    try:
+        landed = json.dumps({**json.loads(read_bytes(dst.fs, dst.path(LEASE_FILE))), "renewed": time.time()})
+        write_bytes_atomic(dst.fs, dst.path(LEASE_FILE), landed.encode())  # the first try: a new ETag
+        lease._renew_s3()
+        assert not lease.lost
+        lease._renew_s3()  # and the ETag it adopted is the one that renews
+        assert not lease.lost
+        other = {"owner": "another", "what": "x", "expires": time.time() + 60}
+        write_bytes_atomic(dst.fs, dst.path(LEASE_FILE), json.dumps(other).encode())
+        lease._renew_s3()
+        assert lease.lost
+    finally:
+        lease.release()
+
+
 def test_of_runs_racing_for_a_dead_lease_exactly_one_takes_it(tmp_path):
     dst = resolve(str(tmp_path / "dst"))
     dead = {"owner": "x", "what": "a killed run", "host": "h", "pid": 1, "expires": time.time() - 1}
