@@ -39,6 +39,9 @@ __all__ = ["build_pipeline", "run_restore"]
 log = logging.getLogger(__name__)
 
 
+BLOCK_BATCHES = 4  # model batches per block of work: enough to pipeline within a task, small enough to spread
+
+
 def _stage(ds, udf, actors: ActorPlan, batch_size: int, kwargs: dict, model: bool = False):
     import ray
 
@@ -77,6 +80,10 @@ def build_pipeline(cfg: RestoreConfig, run_id: str, actors: ActorPlan):
     ds = planned_rows(cfg, opts, actors)
     if cfg.dry_run:
         return ds
+    # A planner's rows are a few hundred bytes each, so Ray Data packs all that one shard call yields into one block,
+    # and one block is one task on one actor: without this, a shard of 10^5 inputs would be restored by a single
+    # model actor however many the pool has (and a joining node would get none of it).
+    ds = ds.repartition(target_num_rows_per_block=BLOCK_BATCHES * max(actors.batch_size, 4))
     read = {"src": cfg.src, "dst": cfg.dst, "s3": s3, "fmt": fmt.value, "min_qf": cfg.min_qf, "max_qf": cfg.max_qf}
     read.update(max_pixels=cfg.max_pixels, threads=cfg.read_threads)
     ds = _stage(ds, ReadStage, actors, max(actors.batch_size, 4), read)
