@@ -7,6 +7,12 @@ flight and the loop runs flat out, taking from the trainers a good part of a cor
 instead of spinning; a step that waited on a task is left alone. Blocks are buffered far ahead of the trainers,
 so the added latency is never waited on. (Measurements: bench/results/design-measurements.md.)
 
+Small blocks without a CPU: a planner's rows are a few hundred bytes each, so Ray Data packs everything one call
+yields into one block, and a block is one task on one actor: a shard of 10^5 inputs would be restored by one model
+actor however many the pool has. ``Dataset.repartition(target_num_rows_per_block=...)`` cuts them, but its tasks
+ask for a whole CPU, which a cluster whose CPUs the actor pools hold never frees (the run then hangs).
+:func:`split_blocks` gives those tasks no CPU: they only slice Arrow tables.
+
 State-API warnings: Ray Train's PlacementGroupCleaner asks the state API (served by the dashboard) every second
 whether the controller lives; a local Ray started without a dashboard answers with an error each time, and the
 cleaner logs a warning for it, thousands an hour in the training output. :func:`quiet_state_api_warnings`, run as
@@ -20,7 +26,7 @@ import time
 
 from ray.data._internal.execution.execution_callback import ExecutionCallback
 
-__all__ = ["IdleBackoff", "quiet_state_api_warnings", "with_idle_backoff"]
+__all__ = ["IdleBackoff", "quiet_state_api_warnings", "split_blocks", "with_idle_backoff"]
 
 
 class IdleBackoff(ExecutionCallback):
@@ -47,6 +53,14 @@ def with_idle_backoff(dataset):
     if IdleBackoff not in classes:
         classes.append(IdleBackoff)
     return dataset
+
+
+def split_blocks(dataset, rows: int):
+    """The same rows in blocks of at most ``rows``, cut (streaming) by tasks that reserve no CPU."""
+    split = dataset.repartition(target_num_rows_per_block=rows)
+    op = split._logical_plan.dag  # the StreamingRepartition operator just added (a frozen dataclass)
+    object.__setattr__(op, "ray_remote_args", {**op.ray_remote_args, "num_cpus": 0})
+    return split
 
 
 def quiet_state_api_warnings() -> None:

@@ -25,6 +25,7 @@ import pyarrow.compute as pc
 
 from pipeline.lease import hold
 from pipeline.manifest import MANIFEST_DIR, compact_shard, new_run_id
+from pipeline.ray_tweaks import split_blocks
 from pipeline.restore.config import RestoreConfig
 from pipeline.restore.plan import PlanOptions
 from pipeline.restore.resources import ActorPlan, actor_resources, cluster_limits
@@ -80,10 +81,7 @@ def build_pipeline(cfg: RestoreConfig, run_id: str, actors: ActorPlan):
     ds = planned_rows(cfg, opts, actors)
     if cfg.dry_run:
         return ds
-    # A planner's rows are a few hundred bytes each, so Ray Data packs all that one shard call yields into one block,
-    # and one block is one task on one actor: without this, a shard of 10^5 inputs would be restored by a single
-    # model actor however many the pool has (and a joining node would get none of it).
-    ds = ds.repartition(target_num_rows_per_block=BLOCK_BATCHES * max(actors.batch_size, 4))
+    ds = split_blocks(ds, BLOCK_BATCHES * max(actors.batch_size, 4))  # spread a shard over the model pool
     read = {"src": cfg.src, "dst": cfg.dst, "s3": s3, "fmt": fmt.value, "min_qf": cfg.min_qf, "max_qf": cfg.max_qf}
     read.update(max_pixels=cfg.max_pixels, threads=cfg.read_threads)
     ds = _stage(ds, ReadStage, actors, max(actors.batch_size, 4), read)
