@@ -28,16 +28,28 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Annotated
 
 import pyarrow.fs as pafs
+from pydantic import Field
 
 from pipeline.storage import Location, S3Settings
 
-__all__ = ["LEASE_FILE", "Lease", "LeaseHeldError", "hold"]
+__all__ = ["LEASE_FILE", "Lease", "LeaseHeldError", "LeaseSeconds", "hold"]
 
 log = logging.getLogger(__name__)
 
 LEASE_FILE = "_manifest/lease.json"
+LeaseSeconds = Annotated[
+    float,
+    Field(
+        ge=5,
+        description="Lifetime of the run's lease on DST (renewed every third of it while the run lives): how long a "
+        "run killed on another machine keeps the next one out; two runs of restore or clean on one DST never work "
+        "at once (see pipeline.lease).",
+    ),
+]
+"""The config field of a lease's lifetime (restore's and clean's)."""
 _held: set[str] = set()  # destinations this process holds: clean's own restore step runs inside clean's lease
 
 

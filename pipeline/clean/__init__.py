@@ -2,14 +2,12 @@
 restore the badly compressed through the restore pipeline, report. Modules: :mod:`~pipeline.clean.config`,
 :mod:`~pipeline.clean.scan` (per shard), :mod:`~pipeline.clean.report`, :mod:`~pipeline.clean.run` (the recipe)."""
 
-from pipeline.clean.config import JPEG_EXTENSIONS, REPORTS_DIR, CleanConfig
+from pipeline.clean.config import CleanConfig
 from pipeline.clean.report import histogram
 from pipeline.clean.run import CleanResult, run_clean
 from pipeline.clean.scan import SCAN_SCHEMA, probe
 
 __all__ = [
-    "JPEG_EXTENSIONS",
-    "REPORTS_DIR",
     "SCAN_SCHEMA",
     "CleanConfig",
     "CleanResult",

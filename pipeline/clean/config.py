@@ -8,13 +8,16 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from pipeline.extensions import JPEG_EXTENSIONS
+from pipeline.lease import LeaseSeconds
 from pipeline.report.store import REPORTS_DIR
 from pipeline.storage import Extensions, S3Settings, inside
 
-__all__ = ["JPEG_EXTENSIONS", "REPORTS_DIR", "CleanConfig"]
+__all__ = ["CleanConfig"]
 
-_SET_BY_CLEAN = {"src", "dst", "list_file", "max_qf", "min_qf", "s3", "extensions", "shard_depth", "follow_symlinks"}
-_SET_BY_CLEAN.add("lease_seconds")
+_SET_BY_CLEAN = {
+    *("src", "dst", "list_file", "max_qf", "min_qf", "s3", "extensions", "shard_depth", "follow_symlinks"),
+    "lease_seconds",
+}
 
 
 class CleanConfig(BaseModel):
@@ -36,12 +39,7 @@ class CleanConfig(BaseModel):
     follow_symlinks: bool = Field(
         False, description="Follow symbolic links in a local SRC (loops detected); default: report each as unreadable."
     )
-    lease_seconds: float = Field(
-        300,
-        ge=5,
-        description="Lifetime of the run's lease on DST (renewed every third of it while the run lives): how long a "
-        "killed run keeps the next one out; two cleans (or a clean and a restore) on one DST never run at once.",
-    )
+    lease_seconds: LeaseSeconds = 300
     header_bytes: int = Field(
         65536, ge=1024, description="Bytes read per file for the scan (more only when its headers run longer)."
     )

@@ -143,6 +143,9 @@ def _clean(cfg: CleanConfig, on_stage: Callable[[str], None] | None) -> CleanRes
     return CleanResult(run_id=run_id, report=folder.uri, summary=summary)
 
 
+_SCAN_LABELS = {"not_jpeg": "not a JPEG", "unreadable": "unreadable", "empty": "empty"}  # scan counts shown
+
+
 def _write_page(cfg: CleanConfig, record: RunRecord, counts: dict[str, int], bins: list[int], reports: Location) -> str:
     """The run's page beside its summary: what the scan found (its QF histogram, its counts as the "scan" reasons)
     and, from the restore's rows as they streamed past, what was restored, the throughput, failures and crops."""
@@ -155,6 +158,3 @@ def _write_page(cfg: CleanConfig, record: RunRecord, counts: dict[str, int], bin
     }
     dst = location(cfg.dst, cfg.s3) if cfg.dst is not None else reports
     return write_report(record, location(cfg.src, cfg.s3), dst, reports)
-
-
-_SCAN_LABELS = {"not_jpeg": "not a JPEG", "unreadable": "unreadable", "empty": "empty"}

@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from pipeline.codec import MAX_PIXELS, OutputFormat
 from pipeline.extensions import IMAGE_EXTENSIONS
+from pipeline.lease import LeaseSeconds
 from pipeline.storage import Extensions, S3Settings
 
 __all__ = ["DEFAULT_EXTENSIONS", "RestoreConfig"]
@@ -105,12 +106,7 @@ class RestoreConfig(BaseModel):
         MAX_PIXELS, ge=1, description="Refuse images with more pixels than this (decompression bomb guard)."
     )
     extensions: Extensions = Field(DEFAULT_EXTENSIONS, description="Input file extensions (case-insensitive).")
-    lease_seconds: float = Field(
-        300,
-        ge=5,
-        description="Lifetime of the run's lease on DST (renewed every third of it while the run lives): how long "
-        "a killed run keeps the next one out (see pipeline.lease).",
-    )
+    lease_seconds: LeaseSeconds = 300
     follow_symlinks: bool = Field(
         False,
         description="Follow symbolic links in a local SRC (loops are detected); default: each link is a failed row, "

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from pathlib import Path
 
 import pyarrow.fs as pafs
 
@@ -34,15 +33,10 @@ def check_weights(cfg: RestoreConfig) -> None:
         path = shipped_weights()  # raises FileNotFoundError when the package has no default.json
         if not path.exists():
             raise FileNotFoundError(f"the shipped weights {path} are missing; pass --weights")
-    elif is_s3(cfg.weights):
-        where, name = resolve_file(cfg.weights, cfg.s3)
-        if where.fs.get_file_info(where.path(name)).type != pafs.FileType.File:
-            raise FileNotFoundError(f"model file not found: {cfg.weights}")
-        with weights_path(cfg.weights, cfg.s3) as path:
-            verify_model_file(path)
+        verify_model_file(path)
         return
-    else:
-        path = cfg.weights
-        if not Path(path).is_file():
-            raise FileNotFoundError(f"model file not found: {cfg.weights}")
-    verify_model_file(path)
+    where, name = resolve_file(cfg.weights, cfg.s3)
+    if where.fs.get_file_info(where.path(name)).type != pafs.FileType.File:
+        raise FileNotFoundError(f"model file not found: {cfg.weights}")
+    with weights_path(cfg.weights, cfg.s3) as path:
+        verify_model_file(path)
