@@ -64,12 +64,15 @@ def fake_earlier_runs(src: Path, dst: Path, folders: list[str]) -> None:
     """DST as 3 finished runs leave it: every output, a current state file per shard, parts of two later runs."""
     location = resolve(str(dst))
     runs = [new_run_id() for _ in range(3)]
-    for folder in folders:
+    for f, folder in enumerate(folders):
         names = sorted(p.name for p in (src / folder).iterdir())
         stat = (src / folder / names[0]).stat()  # a folder's files are links of one file
+        if f % 50 == 0:  # outputs are links of their own files: an input's already hold 50,000 links
+            original = dst.parent / f"{dst.name}-{f}.jpg"
+            shutil.copyfile(src / folder / names[0], original)
         (dst / folder).mkdir(parents=True, exist_ok=True)
         for name in names:
-            os.link(src / folder / name, dst / folder / name)
+            os.link(original, dst / folder / name)
         keys = [f"{folder}/{name}" for name in names]
         shard = shard_id(Shard(folder, True).prefix, True)
         for i, run in enumerate(runs):
@@ -191,8 +194,10 @@ def bench_size(scratch: Path, n: int, weights: list[str], window: float) -> dict
     folders = make_tree(src, n)
     print(f"  {n}: tree of hard links in {time.perf_counter() - t:.0f} s", flush=True)
     first = run(["restore", str(src), str(dst), *weights], stop_after=window)
+    print(f"  {n}: first run, first output {first['first']} s, driver peak {first['peak']:.0f} MiB", flush=True)
     dry = run(["restore", str(src), str(scratch / f"dry{n}"), "--dry-run", *weights])
     planned, dry["run_seconds"] = _count(dry["output"])
+    print(f"  {n}: dry run, {planned} planned in {dry['run_seconds']} s (rc {dry['rc']})", flush=True)
     shutil.rmtree(dst)
     fake_earlier_runs(src, dst, folders)
     resume = run(["restore", str(src), str(dst), *weights])

@@ -82,6 +82,9 @@ def clean(
     )
     out = Console()
     out.print(table)
-    out.print(f"report: {result.summary['page']} (summary.json and summary.md beside it)")
+    if result.report is None:
+        out.print("dry run: scanned and counted, nothing written")
+    else:
+        out.print(f"report: {result.summary['page']} (summary.json and summary.md beside it)")
     if result.failed:
         raise typer.Exit(1)

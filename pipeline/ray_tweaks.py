@@ -13,6 +13,11 @@ actor however many the pool has. ``Dataset.repartition(target_num_rows_per_block
 ask for a whole CPU, which a cluster whose CPUs the actor pools hold never frees (the run then hangs).
 :func:`split_blocks` gives those tasks no CPU: they only slice Arrow tables.
 
+Listing without a CPU: Ray 2.60 reads Parquet through a ``ListFiles -> ReadFiles`` pair whose listing task asks for
+a whole CPU whatever ``num_cpus`` the read is given; on a cluster whose CPUs the restore's actor pools already hold,
+that task never starts and a run over an S3 Inventory hangs. :func:`read_parquet` takes Ray Data's single-operator
+Parquet read instead, whose tasks reserve what they are asked to.
+
 State-API warnings: Ray Train's PlacementGroupCleaner asks the state API (served by the dashboard) every second
 whether the controller lives; a local Ray started without a dashboard answers with an error each time, and the
 cleaner logs a warning for it, thousands an hour in the training output. :func:`quiet_state_api_warnings`, run as
@@ -26,7 +31,7 @@ import time
 
 from ray.data._internal.execution.execution_callback import ExecutionCallback
 
-__all__ = ["IdleBackoff", "quiet_state_api_warnings", "split_blocks", "with_idle_backoff"]
+__all__ = ["IdleBackoff", "quiet_state_api_warnings", "read_parquet", "split_blocks", "with_idle_backoff"]
 
 
 class IdleBackoff(ExecutionCallback):
@@ -61,6 +66,18 @@ def split_blocks(dataset, rows: int):
     op = split._logical_plan.dag  # the StreamingRepartition operator just added (a frozen dataclass)
     object.__setattr__(op, "ray_remote_args", {**op.ray_remote_args, "num_cpus": 0})
     return split
+
+
+def read_parquet(path: str, *, filesystem, num_cpus: float):
+    """``ray.data.read_parquet`` whose every task reserves ``num_cpus`` (the listing task included)."""
+    import ray
+
+    context = ray.data.DataContext.get_current()
+    saved, context.use_datasource_v2 = context.use_datasource_v2, False
+    try:
+        return ray.data.read_parquet(path, filesystem=filesystem, num_cpus=num_cpus)
+    finally:
+        context.use_datasource_v2 = saved
 
 
 def quiet_state_api_warnings() -> None:

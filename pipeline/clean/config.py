@@ -31,7 +31,9 @@ class CleanConfig(BaseModel):
     reports: str | None = Field(
         None, description="Folder or s3:// prefix for the reports (default: DST/_reports; required without DST)."
     )
-    dry_run: bool = Field(False, description="Scan and report what would be restored, restore nothing.")
+    dry_run: bool = Field(
+        False, description="Scan and count what would be restored; write nothing (no report, no scan state)."
+    )
     incremental: bool = Field(
         True, description="Reuse the previous report's findings for files whose size and mtime are unchanged."
     )

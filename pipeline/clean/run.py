@@ -8,6 +8,8 @@
     restore                  the restore pipeline over the folder of restore lists (max_qf = threshold - 1 as a guard)
     summary                  REPORTS/clean-<run>/summary.json and summary.md, from the counts (no table in the driver),
                              and index.html, the run's page (pipeline.report)
+
+A dry run (``--dry-run``) scans and counts, and writes nothing: no reports, no scan state, no lease.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class CleanResult:
     run_id: str
-    report: str
+    report: str | None  # the run's folder of reports; None after a dry run, which writes none
     summary: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -52,7 +54,7 @@ def _scan(cfg: CleanConfig, run_id: str) -> tuple[dict[str, int], list[int]]:
     shards = [s.as_row() for s in discover_shards(location(cfg.src, cfg.s3), cfg.shard_depth)]
     shards = shards or [Shard("", recursive=False).as_row()]
     options = {"extensions": cfg.extensions, "header_bytes": cfg.header_bytes, "incremental": cfg.incremental}
-    options.update(scan_threads=cfg.scan_threads, follow_symlinks=cfg.follow_symlinks)
+    options.update(scan_threads=cfg.scan_threads, follow_symlinks=cfg.follow_symlinks, dry_run=cfg.dry_run)
     ds = ray.data.from_items(shards, override_num_blocks=len(shards)).map_batches(
         ShardScan,
         batch_format="pyarrow",
@@ -99,7 +101,7 @@ def run_clean(cfg: CleanConfig, *, on_stage: Callable[[str], None] | None = None
         cfg: the job.
         on_stage: told "scan", "restore", "report" as each begins (for progress output).
     """
-    if cfg.dst is None:
+    if cfg.dst is None or cfg.dry_run:  # nothing is written to DST
         return _clean(cfg, on_stage)
     with hold(location(cfg.dst, cfg.s3), cfg.s3, seconds=cfg.lease_seconds, what=f"dagn clean {cfg.src}"):
         return _clean(cfg, on_stage)
@@ -131,12 +133,14 @@ def _clean(cfg: CleanConfig, on_stage: Callable[[str], None] | None) -> CleanRes
         "dst": location(cfg.dst, cfg.s3).uri if cfg.dst is not None else None,
         "threshold": cfg.threshold,
         "dry_run": cfg.dry_run or cfg.dst is None,
-        "report": folder.uri,
+        "report": None if cfg.dry_run else folder.uri,
         "counts": {k: counts[k] for k in COUNT_NAMES if k not in ("read", "reused")},
         "scan": {"read": counts["read"], "reused": counts["reused"], "seconds": round(scan_seconds, 3)},
         "qf_histogram": qf_histogram,
         "restore": restore,
     }
+    if cfg.dry_run:
+        return CleanResult(run_id=run_id, report=None, summary={**summary, "page": None})
     summary["page"] = _write_page(cfg, record, counts, bins, reports)
     write_bytes_atomic(folder.fs, folder.path("summary.json"), json.dumps(summary, indent=2).encode())
     write_bytes_atomic(folder.fs, folder.path("summary.md"), markdown(summary).encode())

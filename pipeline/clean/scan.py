@@ -1,5 +1,5 @@
 """The scan, one shard per call of a pool of actors: list it, reuse what is unchanged since its last scan, read the
-first bytes of the rest, write the shard's report and scan state, and send on only its counts.
+first bytes of the rest, write the shard's report and scan state (not in a dry run), and send on only its counts.
 
 ::
 
@@ -154,6 +154,7 @@ class ShardScan:
         self.src, self.reports, self.s3, self.run_id, self.threshold = src, reports, s3, run_id, threshold
         self.extensions, self.header_bytes = tuple(cfg["extensions"]), cfg["header_bytes"]
         self.incremental, self.follow_symlinks = cfg["incremental"], cfg["follow_symlinks"]
+        self.write = not cfg["dry_run"]
         self.pool = ThreadPoolExecutor(max_workers=cfg["scan_threads"])
 
     def __call__(self, batch: pa.Table) -> Iterator[pa.Table]:
@@ -170,8 +171,9 @@ class ShardScan:
         for row, listed in zip(found, todo, strict=True):
             row.update(mtime_ns=listed["mtime_ns"], reused=False)
         scanned = pa.Table.from_pylist(reused + found + problems, schema=SCAN_SCHEMA).sort_by("key")
-        write_bytes_atomic(reports.fs, reports.path(f"_state/{sid}.parquet"), parquet_bytes(scanned))
-        self._report(src, reports, sid, scanned)
+        if self.write:
+            write_bytes_atomic(reports.fs, reports.path(f"_state/{sid}.parquet"), parquet_bytes(scanned))
+            self._report(src, reports, sid, scanned)
         return _counts(scanned, self.threshold, len(found))
 
     def _report(self, src: Location, reports: Location, sid: str, scanned: pa.Table) -> None:

@@ -12,6 +12,7 @@ import pyarrow.compute as pc
 from pipeline.keys import UnsafeKeyError, check_key
 from pipeline.listing import Shard, discover_shards, shard_of
 from pipeline.manifest import Decision, RowStatus, shard_id
+from pipeline.ray_tweaks import read_parquet
 from pipeline.restore.config import RestoreConfig
 from pipeline.restore.plan import PlanOptions, plan_shard
 from pipeline.restore.resources import ActorPlan
@@ -78,12 +79,20 @@ def _safe(keys: pa.Table, opts: PlanOptions, depth: int) -> tuple[pa.Table, list
     return keys.filter(pa.array([e is None for e in errors], pa.bool_())), refused
 
 
+def _first_of_each(keys: pa.Table) -> pa.Table:
+    """The rows of ``keys`` whose key is the first of its name: a key listed twice is planned (and restored) once."""
+    if len(keys) == pc.count_distinct(keys["key"]).as_py():
+        return keys
+    return keys.take(pc.index_in(pc.unique(keys["key"]), keys["key"]))
+
+
 def _keys(batch: pa.Table, strip: str) -> pa.Table:
-    """(key[, size, mtime_ns]) from a chunk of text lines or of an inventory's rows, blank and comment lines out."""
+    """(key[, size, mtime_ns]) from a chunk of text lines or of an inventory's rows, blank and comment lines and
+    repeats out."""
     if "text" in batch.column_names:
         lines = pc.utf8_trim_whitespace(batch["text"])
         keep = pc.and_(pc.greater(pc.utf8_length(lines), 0), pc.invert(pc.starts_with(lines, "#")))
-        return pa.table({"key": lines.filter(keep)})
+        return _first_of_each(pa.table({"key": lines.filter(keep)}))
     keys = batch["key"]
     if strip:  # an inventory names whole object keys: keep those below SRC, relative to it
         below = pc.starts_with(keys, strip)
@@ -92,7 +101,7 @@ def _keys(batch: pa.Table, strip: str) -> pa.Table:
     if "size" in batch.column_names and "last_modified_date" in batch.column_names:
         columns["size"] = batch["size"].cast(pa.int64())
         columns["mtime_ns"] = batch["last_modified_date"].cast(pa.timestamp("ns", "UTC")).cast(pa.int64())
-    return pa.table(columns)
+    return _first_of_each(pa.table(columns))
 
 
 def _list_dataset(cfg: RestoreConfig, cpus: float):
@@ -102,7 +111,7 @@ def _list_dataset(cfg: RestoreConfig, cpus: float):
     path = where.path(name) if where else name
     fs = where.fs if where else None
     if posixpath.splitext(name)[1].lower() == ".parquet":
-        ds = ray.data.read_parquet(path, filesystem=fs, num_cpus=cpus)
+        ds = read_parquet(path, filesystem=fs, num_cpus=cpus)
         return ds, ("bucket" in ds.schema().names)
     return ray.data.read_text(path, filesystem=fs, num_cpus=cpus), False
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 
 import boto3
 import numpy as np
@@ -181,6 +182,12 @@ def test_scan_only_run(ray_local, s3_server, s3_bucket, tmp_path):
     record = json.loads((folder / "report.json").read_text())
     assert record["reasons"]["scan"]["JPEG, quality below 50"] == 1 and sum(record["qf_found"]) == 2
     assert _keys(s3, s3_bucket, "in/") == {"a.jpg", "b.jpg"}  # nothing written next to the source
+
+    dry = CliRunner().invoke(app, ["clean", f"s3://{s3_bucket}/in", f"s3://{s3_bucket}/dst", "--dry-run"])
+    assert dry.exit_code == 0, dry.output
+    assert "nothing written" in dry.output
+    assert re.search(r"│\s*2\s*│\s*2\s*│\s*1\s*│", dry.output)  # files, JPEGs, below the threshold
+    assert _keys(s3, s3_bucket, "dst/") == set()  # no report, no scan state, no lease
 
 
 def _keys(s3, bucket: str, prefix: str) -> set[str]:

@@ -1,4 +1,5 @@
-"""Untrusted keys never lead outside SRC or DST: from a list file, from S3 keys with '..' or '//', in clean and train.
+"""Untrusted keys never lead outside SRC or DST: from a list file, from S3 keys with '..' or '//', in clean and train;
+and a key that a list file or an S3 Inventory names more than once is planned once.
 
 Built from the fault-injection repro: a list-file line ``../outside/secret.jpg`` used to be read and overwritten with
 its restored version (status ok), and ``archive//etc/x.jpg`` joined to an absolute path.
@@ -6,10 +7,13 @@ its restored version (status ok), and ``archive//etc/x.jpg`` joined to an absolu
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 
 import boto3
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
@@ -149,3 +153,35 @@ def test_inputs_whose_outputs_would_land_in_dst_own_folders_are_refused(tmp_path
     failed = {r["key"]: r["error"] for r in rows if r["status"] == "failed"}
     assert set(failed) == {"_reports/run/crops/0-before.png", "_manifest/x.jpg"}
     assert all("dagn's own folder" in error for error in failed.values())
+
+
+@pytest.mark.slow
+def test_repeated_keys_are_restored_once(ray_local, s3_bucket, weights):
+    """A key listed three times (text) or twice (inventory, where a repeat used to fail as its own name clash)."""
+    client = boto3.client("s3")
+    for key in ("archive/a/1.jpg", "archive/a/2.jpg", "other/3.jpg"):
+        client.put_object(Bucket=s3_bucket, Key=key, Body=_jpeg(len(key)))
+    client.put_object(Bucket=s3_bucket, Key="lists/todo.txt", Body=b"a/1.jpg\na/2.jpg\na/1.jpg\n\n# note\na/1.jpg\n")
+    stat = {o["Key"]: o for o in client.list_objects_v2(Bucket=s3_bucket)["Contents"]}
+    keys = ["archive/a/1.jpg", "archive/a/2.jpg", "archive/a/1.jpg", "other/3.jpg"]  # other/: outside SRC
+    inventory = pa.table(
+        {
+            "bucket": [s3_bucket] * len(keys),
+            "key": keys,
+            "size": [stat[k]["Size"] for k in keys],
+            "last_modified_date": [stat[k]["LastModified"].astimezone(dt.timezone.utc) for k in keys],
+        }
+    )
+    buffer = io.BytesIO()
+    pq.write_table(inventory, buffer)
+    client.put_object(Bucket=s3_bucket, Key="lists/inventory.parquet", Body=buffer.getvalue())
+
+    for name in ("todo.txt", "inventory.parquet"):
+        dst = f"s3://{s3_bucket}/out-{name}"
+        cfg = RestoreConfig(
+            src=f"s3://{s3_bucket}/archive", dst=dst, list_file=f"s3://{s3_bucket}/lists/{name}", weights=weights
+        )
+        summary = run_restore(cfg)
+
+        assert (summary.ok, summary.failed, summary.total) == (2, 0, 2), (name, summary.failures)
+        assert sorted(r["key"] for r in read_state(resolve(dst)).to_pylist()) == ["a/1.jpg", "a/2.jpg"]
