@@ -18,7 +18,7 @@ restore-samples: $(STAMP)
 	$(BIN)/dagn restore samples out/samples
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=25
 
 lint: $(STAMP)
 	$(BIN)/python -m ruff check dagn pipeline jobs tests bench

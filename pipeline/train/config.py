@@ -66,6 +66,12 @@ class TrainConfig(BaseModel):
     val_every: int = Field(500, ge=1, description="Stage 3: steps between validations (and one at the end).")
     log_every: int = Field(10, ge=1, description="Steps between progress lines.")
     keep_checkpoints: int = Field(2, ge=1, description="Checkpoints kept per stage run.")
+    max_failures: int = Field(
+        2,
+        ge=0,
+        description="Restarts of a stage run's workers after one dies (a lost node, a preempted instance, a failed "
+        "health check); each restart continues from the newest complete checkpoint on storage.",
+    )
     seed: int = Field(0, description="Seed of the model initialisation and the data plan.")
     init_from: str | None = Field(
         None,

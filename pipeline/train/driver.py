@@ -34,7 +34,7 @@ def _trainer(cfg: TrainConfig, number: int, out: Location, plan: WorkerPlan, val
             "stage": number,
             "threads": plan.threads,
             "val_images": val_images,
-            "resume": None if resume is None else {"folder": resume.folder, "step": resume.step},
+            "end": _last_step(cfg, number, resume),
         },
         torch_config=TorchConfig(backend="nccl" if cfg.use_gpu else "gloo"),
         scaling_config=ray.train.ScalingConfig(
@@ -45,9 +45,17 @@ def _trainer(cfg: TrainConfig, number: int, out: Location, plan: WorkerPlan, val
             storage_path=out.path("checkpoints"),
             storage_filesystem=out.fs,
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=cfg.keep_checkpoints),
+            failure_config=ray.train.FailureConfig(max_failures=cfg.max_failures),
         ),
         datasets={"train": dataset},
     )
+
+
+def _last_step(cfg: TrainConfig, number: int, resume: ResumePoint | None) -> int:
+    """The step this invocation stops at: ``cfg.steps`` more than where it resumes (a restart after a failure does
+    not extend it)."""
+    total = cfg.stage_steps(number)
+    return min(total, (resume.step if resume else 0) + (cfg.steps or total))
 
 
 def _fit(cfg: TrainConfig, number: int, out: Location, resume: ResumePoint | None):

@@ -30,7 +30,7 @@ from pipeline.train.artifacts import (
 from pipeline.train.config import TrainConfig
 from pipeline.train.data import ValidationImage, load_validation_set
 from pipeline.train.meter import ThroughputMeter
-from pipeline.train.resume import ResumePoint, load_resume_state
+from pipeline.train.resume import find_resume_point, load_resume_state
 from pipeline.train.validation import validate
 
 __all__ = ["train_loop"]
@@ -88,16 +88,18 @@ def _build(loop_config: dict[str, Any]) -> _Run:
     return _Run(cfg=cfg, number=number, rank=ctx.get_world_rank(), world=world, device=device, stage=stage)
 
 
-def _resume(run: _Run, resume: dict | None) -> None:
-    """Continue from the resume point the driver chose (the newest complete checkpoint on storage, not Ray Train's
-    snapshot, which lags), if any; this invocation does at most ``cfg.steps`` steps."""
-    if resume is not None:
-        state = load_resume_state(resolve(run.cfg.out, run.cfg.s3), ResumePoint(**resume))
-        run.stage.load_state_dict(state)
+def _resume(run: _Run, end: int) -> None:
+    """Continue from the newest complete checkpoint on storage (not Ray Train's snapshot, which lags), if any: the
+    one the driver found, or a newer one when Ray Train restarts the workers after a failure; this invocation
+    stops at step ``end``, wherever it resumed."""
+    out = resolve(run.cfg.out, run.cfg.s3)
+    point = find_resume_point(out, run.cfg.run_name(run.number))
+    if point is not None:
+        run.stage.load_state_dict(load_resume_state(out, point))
         if run.rank == 0:
             log.info("stage %d: resumed at step %d of %d", run.number, run.stage.step_count, run.total)
     run.start = run.stage.step_count
-    run.end = min(run.total, run.start + (run.cfg.steps or run.total))
+    run.end = max(run.start, min(run.total, end))
 
 
 def _validation_due(run: _Run, step: int) -> bool:
@@ -180,7 +182,7 @@ def train_loop(loop_config: dict[str, Any]) -> None:
     """One Ray Train worker of one stage run (``TorchTrainer``'s ``train_loop_per_worker``)."""
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     run = _build(loop_config)
-    _resume(run, loop_config.get("resume"))
+    _resume(run, loop_config["end"])
     if run.number == 3 and run.rank == 0 and loop_config["val_images"]:
         run.val_images = load_validation_set(
             resolve(run.cfg.data, run.cfg.s3), loop_config["val_images"], run.cfg.data_config

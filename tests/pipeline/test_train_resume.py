@@ -105,8 +105,21 @@ def _training_workers(endpoint: bytes) -> list[int]:
     ]
 
 
+def _checkpoint_steps(out, run_name: str) -> list[int]:
+    """The step of every checkpoint folder of the run, complete or not (a step done twice shows twice)."""
+    from dagn.checkpoint import verify_model_file
+
+    folder = Path(out.path(f"checkpoints/{run_name}"))
+    return sorted(int(verify_model_file(m)["step"]) for m in folder.glob("checkpoint_*/model.safetensors"))
+
+
 @pytest.mark.slow
-def test_a_worker_killed_right_after_a_checkpoint_resumes_from_that_checkpoint(ray_local, s3_server, tmp_path):
+@pytest.mark.parametrize("max_failures", [0, 1], ids=["rerun", "restarted"])
+def test_a_worker_killed_right_after_a_checkpoint_resumes_from_that_checkpoint(
+    ray_local, s3_server, tmp_path, max_failures
+):
+    """Killed with no restarts allowed, the run fails and the next invocation resumes; with one allowed, Ray Train
+    restarts the workers and they resume from the newest checkpoint on storage, within the same invocation."""
     (tmp_path / "images").mkdir()
     for name in ("astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field", "immunohistochemistry"):
         Image.fromarray(np.ascontiguousarray(getattr(skdata, name)()[:96, :96, :3])).save(
@@ -121,6 +134,7 @@ def test_a_worker_killed_right_after_a_checkpoint_resumes_from_that_checkpoint(r
     cfg = TrainConfig(
         variant="tiny", data=str(tmp_path / "images"), out=str(tmp_path / "out"), name="killed", stage1_steps=2000,
         batch_size=2, workers=1, checkpoint_every=5, log_every=5, keep_checkpoints=50, data_config=data,
+        max_failures=max_failures, steps=None if max_failures == 0 else 40,
     )  # fmt: skip
     out, endpoint, killed = resolve(cfg.out), s3_server.env()["AWS_ENDPOINT_URL"].encode(), []
 
@@ -137,11 +151,19 @@ def test_a_worker_killed_right_after_a_checkpoint_resumes_from_that_checkpoint(r
 
     killer = threading.Thread(target=kill_after_a_checkpoint)
     killer.start()
-    with pytest.raises(Exception):  # noqa: B017 (Ray Train's error for a lost worker)
-        run_stage(cfg, 1)
-    killer.join()
-    assert killed, "no checkpoint at step 15 or later appeared in time"
-    newest = find_resume_point(out, cfg.run_name(1))
-    assert newest is not None and newest.step >= killed[0]
-    result = run_stage(cfg.model_copy(update={"steps": 5}), 1)  # this invocation: 5 more steps
-    assert result.step == newest.step + 5
+    if max_failures == 0:
+        with pytest.raises(Exception):  # noqa: B017 (Ray Train's error for a lost worker)
+            run_stage(cfg, 1)
+        killer.join()
+        assert killed, "no checkpoint at step 15 or later appeared in time"
+        newest = find_resume_point(out, cfg.run_name(1))
+        assert newest is not None and newest.step >= killed[0]
+        result = run_stage(cfg.model_copy(update={"steps": 5}), 1)  # this invocation: 5 more steps
+        assert result.step == newest.step + 5
+    else:
+        result = run_stage(cfg, 1)
+        killer.join()
+        assert killed, "no checkpoint at step 15 or later appeared in time"
+        assert result.step == 40  # the invocation's end, not 40 past where the restart resumed
+    steps = _checkpoint_steps(out, cfg.run_name(1))
+    assert len(steps) == len(set(steps)), f"steps done twice: {steps}"  # resumed where it was, nothing redone
