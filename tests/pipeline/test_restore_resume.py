@@ -37,8 +37,10 @@ N_IMAGES = 40
 
 
 def _jpeg(seed: int) -> bytes:
+    """Large enough that restoring dominates the run: outputs then land over seconds, not in one burst of writes,
+    so the kill finds some written and most not (with 256 x 320 images all 40 once landed between two polls)."""
     rng = np.random.default_rng(seed)
-    image = Image.fromarray(rng.integers(0, 256, (256, 320, 3), dtype=np.uint8))
+    image = Image.fromarray(rng.integers(0, 256, (768, 768, 3), dtype=np.uint8))
     buffer = io.BytesIO()
     image.save(buffer, format="JPEG", quality=20)
     return buffer.getvalue()
