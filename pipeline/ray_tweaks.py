@@ -10,8 +10,10 @@ so the added latency is never waited on. (Measurements: bench/results/design-mea
 Small blocks without a CPU: a planner's rows are a few hundred bytes each, so Ray Data packs everything one call
 yields into one block, and a block is one task on one actor: a shard of 10^5 inputs would be restored by one model
 actor however many the pool has. ``Dataset.repartition(target_num_rows_per_block=...)`` cuts them, but its tasks
-ask for a whole CPU, which a cluster whose CPUs the actor pools hold never frees (the run then hangs).
-:func:`split_blocks` gives those tasks no CPU: they only slice Arrow tables.
+ask for a whole CPU, which a cluster whose CPUs the actor pools hold never frees (the run then hangs); given no CPU,
+they are not limited at all, and each starts a worker process of its own (Ray kills idle workers beyond one per CPU
+within a second), whose imports hold up the model actors' start on a small machine. :func:`split_blocks` cuts
+them in a pool of actors that reserve no CPU: they only slice Arrow tables, and start once.
 
 Listing without a CPU: Ray 2.60 reads Parquet through a ``ListFiles -> ReadFiles`` pair whose listing task asks for
 a whole CPU whatever ``num_cpus`` the read is given; on a cluster whose CPUs the restore's actor pools already hold,
@@ -60,11 +62,14 @@ def with_idle_backoff(dataset):
     return dataset
 
 
-def split_blocks(dataset, rows: int):
-    """The same rows in blocks of at most ``rows``, cut (streaming) by tasks that reserve no CPU."""
+def split_blocks(dataset, rows: int, actors: int):
+    """The same rows in blocks of at most ``rows``, cut (streaming) by up to ``actors`` actors that reserve no CPU."""
+    import ray
+
     split = dataset.repartition(target_num_rows_per_block=rows)
     op = split._logical_plan.dag  # the StreamingRepartition operator just added (a frozen dataclass)
     object.__setattr__(op, "ray_remote_args", {**op.ray_remote_args, "num_cpus": 0})
+    object.__setattr__(op, "compute", ray.data.ActorPoolStrategy(min_size=1, max_size=max(1, actors)))
     return split
 
 

@@ -81,7 +81,7 @@ def build_pipeline(cfg: RestoreConfig, run_id: str, actors: ActorPlan):
     ds = planned_rows(cfg, opts, actors)
     if cfg.dry_run:
         return ds
-    ds = split_blocks(ds, BLOCK_BATCHES * max(actors.batch_size, 4))  # spread a shard over the model pool
+    ds = split_blocks(ds, BLOCK_BATCHES * max(actors.batch_size, 4), actors.io_workers)  # a shard over the pool
     read = {"src": cfg.src, "dst": cfg.dst, "s3": s3, "fmt": fmt.value, "min_qf": cfg.min_qf, "max_qf": cfg.max_qf}
     read.update(max_pixels=cfg.max_pixels, threads=cfg.read_threads)
     ds = _stage(ds, ReadStage, actors, max(actors.batch_size, 4), read)
