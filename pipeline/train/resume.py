@@ -20,7 +20,7 @@ from dagn.checkpoint import verify_model_file
 from pipeline.storage import Location, local_copy
 from pipeline.train.artifacts import MODEL_FILE, STATE_FILE, load_state
 
-__all__ = ["ResumePoint", "find_resume_point", "load_resume_state"]
+__all__ = ["ResumePoint", "find_resume_point", "newest_resume_state"]
 
 log = logging.getLogger(__name__)
 
@@ -44,27 +44,28 @@ def _checkpoint_folders(out: Location, run_name: str) -> list[str]:
     return [f"checkpoints/{run_name}/{name}" for name in sorted(names, reverse=True)]
 
 
-def _checked(out: Location, folder: str) -> ResumePoint | None:
-    """The folder as a resume point once its model verifies and its state loads, else None (with a warning)."""
+def _checked(out: Location, folder: str) -> tuple[ResumePoint, dict] | None:
+    """The folder as a resume point and its stage state, once its model verifies and its state loads (without
+    running any pickled code), else None (with a warning)."""
     try:
         with local_copy(out, f"{folder}/{MODEL_FILE}") as model:
             meta = verify_model_file(model)
-        with local_copy(out, f"{folder}/{STATE_FILE}") as state:
-            load_state(state)
+        with local_copy(out, f"{folder}/{STATE_FILE}") as state_file:
+            state = load_state(state_file)
     except (FileNotFoundError, ValueError) as e:  # ModelFileError and a refused state are ValueErrors
         missing = isinstance(e, FileNotFoundError)
         problem = f"{posixpath.basename(str(e.filename or 'a file'))} is missing" if missing else str(e)
         log.warning("passing over the incomplete checkpoint %s: %s", out.uri_of(folder), problem)
         return None
-    return ResumePoint(folder=folder, step=int(meta.get("step", 0)))
+    return ResumePoint(folder=folder, step=int(meta.get("step", 0))), state
+
+
+def newest_resume_state(out: Location, run_name: str) -> tuple[ResumePoint, dict] | None:
+    """The newest complete checkpoint of the run and its stage state, each read once (None when it has none)."""
+    return next(filter(None, (_checked(out, folder) for folder in _checkpoint_folders(out, run_name))), None)
 
 
 def find_resume_point(out: Location, run_name: str) -> ResumePoint | None:
     """The newest complete checkpoint of the run (None when it has none)."""
-    return next(filter(None, (_checked(out, folder) for folder in _checkpoint_folders(out, run_name))), None)
-
-
-def load_resume_state(out: Location, point: ResumePoint) -> dict:
-    """The stage state of a resume point (in a worker), loaded without running any pickled code."""
-    with local_copy(out, f"{point.folder}/{STATE_FILE}") as state:
-        return load_state(state)
+    found = newest_resume_state(out, run_name)
+    return found[0] if found else None

@@ -30,7 +30,7 @@ from pipeline.train.artifacts import (
 from pipeline.train.config import TrainConfig
 from pipeline.train.data import ValidationImage, load_validation_set
 from pipeline.train.meter import ThroughputMeter
-from pipeline.train.resume import find_resume_point, load_resume_state
+from pipeline.train.resume import newest_resume_state
 from pipeline.train.validation import validate
 
 __all__ = ["train_loop"]
@@ -93,13 +93,13 @@ def _resume(run: _Run, end: int) -> None:
     one the driver found, or a newer one when Ray Train restarts the workers after a failure; this invocation
     stops at step ``end``, wherever it resumed."""
     out = resolve(run.cfg.out, run.cfg.s3)
-    point = find_resume_point(out, run.cfg.run_name(run.number))
-    if point is not None:
-        run.stage.load_state_dict(load_resume_state(out, point))
+    found = newest_resume_state(out, run.cfg.run_name(run.number))
+    if found is not None:
+        run.stage.load_state_dict(found[1])
         if run.rank == 0:
             log.info("stage %d: resumed at step %d of %d", run.number, run.stage.step_count, run.total)
     run.start = run.stage.step_count
-    run.end = max(run.start, min(run.total, end))
+    run.end = max(run.start, end)  # the driver's end is at most the stage's total
 
 
 def _validation_due(run: _Run, step: int) -> bool:
