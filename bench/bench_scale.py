@@ -271,7 +271,7 @@ def main() -> None:
     weights = _weights(scratch)
     print(machine_line())
     results = {}
-    for n in [int(s) for s in args.sizes.split(",")]:
+    for n in [int(s) for s in args.sizes.split(",") if s]:  # --sizes "": only the other figures
         results[n] = r = bench_size(scratch, n, weights, args.window)
         rate = r["planned"] / r["dry"]["run_seconds"] if r["dry"]["run_seconds"] else 0
         print(
@@ -341,12 +341,15 @@ def kill_and_rerun(scratch: Path, n: int, weights: list[str]) -> None:
 
     killed = run(["restore", str(src), str(dst), *weights], kill_when=halfway)
     before = sum(1 for _ in dst.rglob("*.jpg"))
+    dry = run(["restore", str(src), str(dst), "--dry-run", *weights])  # the rerun's planning alone
+    planned, plan_seconds = _count(dry["output"])
     again = run(["restore", str(src), str(dst), *weights])
     s = _summary(dst)
     state = read_state(resolve(str(dst)))
     after = sum(1 for _ in dst.rglob("*.jpg"))
     print(
-        f"kill -9 at {before}/{n} outputs after {killed['seconds']:.0f} s (killed {killed['killed']}); rerun "
+        f"kill -9 at {before}/{n} outputs after {killed['seconds']:.0f} s (killed {killed['killed']}); rerun planning "
+        f"(its --dry-run) {planned} keys in {plan_seconds:.1f} s; rerun "
         f"{again['seconds']:.0f} s rc {again['rc']}: {after} outputs, {state.num_rows} state rows, "
         f"{len(set(state['key'].to_pylist()))} keys, "
         f"statuses {state.group_by('status').aggregate([('key', 'count')]).to_pylist()}; "
