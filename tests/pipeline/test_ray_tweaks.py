@@ -25,6 +25,7 @@ def test_backoff_runs_inside_a_real_execution_and_leaves_the_global_context_alon
     pauses: list[IdleBackoff] = []
     pause = IdleBackoff._pause
     monkeypatch.setattr(IdleBackoff, "_pause", lambda self: (pauses.append(self), pause(self)))
+    monkeypatch.setattr(IdleBackoff, "BUSY_S", 0.05)  # an idle step here: ~1 ms quiet, up to ~10 ms on a loaded machine
     ds = with_idle_backoff(ray.data.range(64, override_num_blocks=8)).map_batches(lambda b: b, batch_size=8)
     assert IdleBackoff in ds.context.custom_execution_callback_classes
     assert IdleBackoff not in ray.data.DataContext.get_current().custom_execution_callback_classes
