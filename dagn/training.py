@@ -3,9 +3,10 @@
 DAGN (arXiv 2405.09291) trains in three stages, each its own run seeded from the previous one:
 
 1. :class:`CIStage`: the compression-insensitive (CI) encoder as an auto-encoder (with a :class:`CIDecoder`) that
-   reconstructs the compressed input (L1), plus adversarial alignment: a :class:`FeatureDiscriminator` learns to tell
-   CI features of originals (1) from those of their JPEGs (0) with its own Adam; the encoder gets a BCE term (weight
-   ``adversarial_weight``, 1e-3) that pushes features of JPEGs towards "original".
+   reconstructs the compressed input (L1), plus adversarial alignment: a paired :class:`FeatureDiscriminator` learns,
+   with its own Adam, which of an image's and its JPEG's CI features are the original's; after
+   ``discriminator_warmup_steps`` the encoder gets a term (weight ``adversarial_weight``) that makes the pair
+   unorderable.
 2. :class:`CSStage`: the compression-sensitive (CS) encoder regresses ``(100 - QF) / 100`` with L1 (the only loss, so
    its weight only rescales the learning rate; it stays 1).
 3. :class:`RestorationStage`: the whole DAGN with both encoders frozen and in eval mode, L1 pixel loss, Adam on
@@ -95,8 +96,21 @@ class OptimConfig(BaseModel):
     betas: tuple[float, float] = Field((0.9, 0.999), description="Adam betas.")
     weight_decay: float = Field(0.0, ge=0, description="Adam L2 weight decay.")
     grad_clip: float | None = Field(1.0, gt=0, description="Clip the global gradient norm to this (None: off).")
-    adversarial_weight: float = Field(1e-3, ge=0, description="Stage 1: weight of the encoder's adversarial BCE.")
-    discriminator_lr: float = Field(1e-4, gt=0, description="Stage 1: Adam learning rate of the discriminator.")
+    adversarial_weight: float = Field(
+        1e-2,
+        ge=0,
+        description="Stage 1: weight of the encoder's adversarial loss. Strong enough that the encoder wins the game "
+        "(the discriminator falls back towards chance) while the reconstruction L1 still leads; "
+        "bench/stage1_game.py shows the curve.",
+    )
+    discriminator_lr: float = Field(1e-3, gt=0, description="Stage 1: Adam learning rate of the discriminator.")
+    discriminator_warmup_steps: int = Field(
+        200,
+        ge=0,
+        description="Stage 1: steps at the start of the stage in which only the discriminator plays (the encoder's "
+        "adversarial weight is 0): it learns to tell an image's features from its JPEG's before the encoder is "
+        "pushed to fool it, so the encoder's adversarial loss has a signal from the start.",
+    )
     quality_weight: float = Field(1.0, gt=0, description="Stage 2: weight of the L1 loss on (100 - QF) / 100.")
     pixel_loss: Literal["l1", "relative_l1"] = Field(
         "l1",
@@ -161,31 +175,36 @@ def _unwrap(module: nn.Module) -> nn.Module:
 
 
 class _CINet(nn.Module):
-    """Stage-1 losses in one forward: reconstruction + adversarial (encoder side) and the discriminator's BCE."""
+    """Stage-1 losses in one forward: reconstruction + adversarial (encoder side) and the discriminator's loss.
+
+    The discriminator is *paired* (relativistic): it scores each feature cell, and a pair's logit is the score of the
+    original's features minus that of its JPEG's, so it answers "which of the two is the original". Features of two
+    different images differ far more than those of an image and its JPEG, so an unpaired discriminator (original = 1,
+    compressed = 0 per image) stays at chance; in a pair the content cancels and the compression is what is left.
+    The encoder is pushed the other way (the relativistic GAN's generator loss), towards pairs it cannot order:
+    the same features for an image and its JPEG, which is what compression-insensitive means.
+    """
 
     def __init__(self, autoencoder: CIAutoEncoder, discriminator: FeatureDiscriminator, adversarial_weight: float):
         super().__init__()
         self.autoencoder = autoencoder
         self.discriminator = discriminator
-        self.adversarial_weight = adversarial_weight
+        self.adversarial_weight = adversarial_weight  # set per step by CIStage (0 while the discriminator warms up)
 
     def forward(self, clean: torch.Tensor, jpeg: torch.Tensor) -> dict[str, torch.Tensor]:
         features = self.autoencoder.features(torch.cat([jpeg, clean]))
-        f_jpeg, f_clean = features.chunk(2)
-        reconstruction = F.l1_loss(self.autoencoder.decoder(f_jpeg), jpeg)
-        # Encoder side: make JPEG features look original to a discriminator whose weights do not move here.
+        reconstruction = F.l1_loss(self.autoencoder.decoder(features.chunk(2)[0]), jpeg)
+        # Encoder side: make the pairs unorderable to a discriminator whose weights do not move here.
         frozen = {name: p.detach() for name, p in self.discriminator.named_parameters()}
-        fooled = torch.func.functional_call(self.discriminator, frozen, (f_jpeg,))
-        adversarial = F.binary_cross_entropy_with_logits(fooled, torch.ones_like(fooled))
-        # Discriminator side: original = 1, compressed = 0, on features that carry no gradient to the encoder.
-        logits = self.discriminator(torch.cat([f_clean.detach(), f_jpeg.detach()]))
-        real, fake = logits.chunk(2)
-        disc = 0.5 * (
-            F.binary_cross_entropy_with_logits(real, torch.ones_like(real))
-            + F.binary_cross_entropy_with_logits(fake, torch.zeros_like(fake))
-        )
+        scores = torch.func.functional_call(self.discriminator, frozen, (features,)).float()
+        fooled_jpeg, fooled_clean = scores.chunk(2)
+        adversarial = F.softplus(fooled_clean - fooled_jpeg).mean()
+        # Discriminator side: the original should score higher, on features that carry no gradient to the encoder.
+        score_jpeg, score_clean = self.discriminator(features.detach()).float().chunk(2)
+        pair = score_clean - score_jpeg
+        disc = F.softplus(-pair).mean()
         with torch.no_grad():
-            disc_acc = 0.5 * ((real > 0).float().mean() + (fake < 0).float().mean())
+            disc_acc = (pair > 0).float().mean()
         loss = reconstruction + self.adversarial_weight * adversarial + disc
         return {
             "loss": loss,
@@ -400,6 +419,14 @@ class CIStage(Stage):
         self.autoencoder = CIAutoEncoder(self.model.ci_encoder, CIDecoder(config))
         self.discriminator = FeatureDiscriminator(config)
         return _CINet(self.autoencoder, self.discriminator, self.optim.adversarial_weight)
+
+    def adversarial_weight(self) -> float:
+        """The encoder's adversarial weight at the current step: 0 while the discriminator warms up."""
+        return 0.0 if self.step_count < self.optim.discriminator_warmup_steps else self.optim.adversarial_weight
+
+    def step(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
+        _unwrap(self.net).adversarial_weight = self.adversarial_weight()
+        return super().step(batch)
 
     def _build_optimizers(self) -> dict[str, torch.optim.Optimizer]:
         return {

@@ -108,6 +108,27 @@ def test_adversarial_term_moves_the_encoder_not_the_discriminator(batch):
     assert any(not torch.allclose(a, b) for a, b in zip(grads[0.0][1], grads[10.0][1], strict=True))
 
 
+def test_encoder_plays_only_after_the_discriminator_warm_up(batch):
+    optim = _OPTIM.model_copy(update={"adversarial_weight": 0.5, "discriminator_warmup_steps": 2})
+    stage = _stage(1, optim=optim)
+    weights = []
+    for _ in range(4):
+        weights.append(stage.adversarial_weight())
+        stage.step(batch)
+    assert weights == [0.0, 0.0, 0.5, 0.5]
+    assert stage.net.adversarial_weight == 0.5
+
+
+def test_paired_discriminator_learns_which_of_a_pair_is_the_original(batch):
+    """Alone (no adversarial push), the discriminator orders an image's and its JPEG's features well above chance;
+    the accuracy it reports is the fraction of pairs it orders right, so it is ~0.5 at the start."""
+    optim = _OPTIM.model_copy(update={"discriminator_warmup_steps": 10**6, "discriminator_lr": 1e-2})
+    stage = _stage(1, optim=optim)
+    accuracy = [stage.step(batch)["discriminator_accuracy"] for _ in range(40)]
+    assert 0.2 <= np.mean(accuracy[:3]) <= 0.8
+    assert np.mean(accuracy[-5:]) >= 0.9, accuracy
+
+
 def test_stage2_trains_the_cs_encoder_only(batch):
     stage = _stage(2)
     others = {k: v.clone() for k, v in stage.model.state_dict().items() if not k.startswith("cs_encoder.")}
