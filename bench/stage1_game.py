@@ -25,8 +25,8 @@ from dagn.checkpoint import load_model
 from dagn.degradation import DegradationConfig, degrade
 from dagn.precision import autocast_dtype
 from dagn.training import CIStage, OptimConfig, batch_from_numpy, new_model
-from pipeline.extensions import IMAGE_EXTENSIONS
-from pipeline.train.data import split_images
+from pipeline.storage import resolve
+from pipeline.train.data import list_images, split_images
 
 
 def main() -> None:
@@ -47,8 +47,7 @@ def main() -> None:
     torch.set_num_threads(1)
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
-    names = sorted(str(p.relative_to(args.data)) for p in args.data.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
-    train, held_out = split_images(names, 8)
+    train, held_out = split_images(list_images(resolve(str(args.data))), 8)  # dagn train's own hold-out
     images = [np.asarray(Image.open(args.data / n).convert("RGB")) for n in train[: args.images]]
     optim = OptimConfig(
         adversarial_weight=args.adversarial_weight,
