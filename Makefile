@@ -17,8 +17,9 @@ setup: $(STAMP)
 restore-samples: $(STAMP)
 	$(BIN)/dagn restore samples out/samples
 
+# Two workers, whole files each: every worker starts its own Ray and SeaweedFS, and more would only share 2 cores.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q --durations=25
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile --durations=25
 
 lint: $(STAMP)
 	$(BIN)/python -m ruff check dagn pipeline jobs tests bench
